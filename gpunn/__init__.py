@@ -1,0 +1,21 @@
+"""gpunn: the networks of Michael Nielsen's *Neural Networks and Deep
+Learning* in Python 3, on NumPy (CPU) or CuPy (CUDA GPU).
+
+    gpunn.network    chapter 1: sigmoid network, quadratic cost, SGD
+    gpunn.network2   chapter 3: cross-entropy, L2, better init, save/load
+    gpunn.network3   chapter 6: conv + max-pool, fully connected, softmax
+    gpunn.backend    the backend switch (the only module that imports CuPy)
+
+``gpunn.use("numpy" | "cupy" | "auto", dtype="float32")`` picks the
+backend; ``GPUNN_BACKEND`` and ``GPUNN_DTYPE`` do the same from outside.
+"""
+
+from gpunn import backend
+from gpunn.backend import BackendError, use
+from gpunn.backend import reseed as seed
+
+__version__ = "0.1.0"
+
+backend.use_from_environment()
+
+from gpunn.mnist_loader import DataError, load_data  # noqa: E402

@@ -1,0 +1,172 @@
+"""backend.py
+~~~~~~~~~~
+
+The backend switch, and the only module of gpunn that imports CuPy.
+
+Every layer, cost and backprop line in gpunn is written once against an
+array module ``xp``: NumPy on the CPU, CuPy on a CUDA GPU.  Code that
+creates arrays asks this module for the active one (``backend.xp``);
+code that works on arrays it was given asks the arrays themselves
+(``get_array_module``), as Chainer does, so a network keeps working on
+the backend its parameters live on.
+
+Choosing a backend::
+
+    import gpunn
+    gpunn.use("numpy")                   # or "cupy", or "auto" (the default)
+    gpunn.use("cupy", dtype="float64")   # float32 is the default
+
+or, before Python starts, ``GPUNN_BACKEND=cupy GPUNN_DTYPE=float64``.
+
+Randomness: initial weights always come from one seeded NumPy generator
+on the host (``host_rng``), so one seed gives the same initial network on
+both backends.  Dropout masks are drawn on the device (``device_rng``).
+"""
+
+import os
+import sys
+
+import numpy
+
+BACKENDS = ("numpy", "cupy", "auto")
+DTYPES = ("float32", "float64")
+
+#: The active array module (``numpy`` or ``cupy``); set by ``use``.
+xp = numpy
+#: The active floating-point dtype, a ``numpy.dtype`` (Theano's name for
+#: it); set by ``use``.
+floatX = numpy.dtype("float32")
+#: Host generator for initial weights and data shuffling.
+host_rng = numpy.random.default_rng()
+#: Device generator for dropout masks (a NumPy or CuPy ``Generator``).
+device_rng = numpy.random.default_rng()
+
+_cupy = None  # the cupy module, once it has been found usable
+_chosen = False  # has use() run (explicitly or from the environment)?
+
+
+class BackendError(RuntimeError):
+    """The requested backend or dtype cannot be used here."""
+
+
+def _usable_cupy():
+    """Return ``(cupy_module, None)`` if CuPy can run here, else
+    ``(None, reason)`` with a sentence saying why not."""
+    try:
+        import cupy
+    except ImportError as e:
+        return None, ("CuPy is not installed ({}). Install it with "
+                      "pip install 'gpunn[cuda12]' or 'gpunn[cuda13]' to match "
+                      "your CUDA driver.".format(e))
+    except Exception as e:  # a broken install raises all sorts of errors
+        return None, "CuPy is installed but failed to import: {}".format(e)
+    try:
+        n = cupy.cuda.runtime.getDeviceCount()
+    except Exception as e:
+        return None, ("CuPy is installed but no CUDA driver could be used "
+                      "({}: {}). Install the NVIDIA driver, or use the NumPy "
+                      "backend.".format(type(e).__name__, e))
+    if n == 0:
+        return None, ("CuPy is installed but no CUDA device is visible "
+                      "(CUDA_VISIBLE_DEVICES={!r}). Use the NumPy backend."
+                      .format(os.environ.get("CUDA_VISIBLE_DEVICES")))
+    try:
+        (cupy.arange(2, dtype=cupy.float32) + 1).sum().item()
+    except Exception as e:
+        return None, ("CuPy found {} CUDA device(s) but could not run on "
+                      "device 0 ({}: {}).".format(n, type(e).__name__, e))
+    return cupy, None
+
+
+def use(backend="auto", dtype="float32", seed=None):
+    """Choose the array backend and the floating-point dtype.
+
+    ``backend`` is ``"numpy"``, ``"cupy"`` or ``"auto"`` (CuPy when it
+    imports and a CUDA device is usable, else NumPy with a one-line
+    notice on stderr).  ``dtype`` is ``"float32"`` (default, Theano's
+    floatX on the GPU) or ``"float64"``.  ``seed`` reseeds the host and
+    device generators (see ``reseed``).  Returns the backend's name.
+
+    Arrays made before the switch stay where they are: move a network
+    with its ``to_backend()`` method.
+    """
+    global xp, floatX, _cupy, _chosen
+    if backend not in BACKENDS:
+        raise BackendError("unknown backend {!r}: choose one of {}".format(
+            backend, ", ".join(BACKENDS)))
+    try:
+        dtype_name = numpy.dtype(dtype).name
+    except TypeError:
+        dtype_name = None
+    if dtype_name not in DTYPES:
+        raise BackendError("unsupported dtype {!r}: choose one of {}".format(
+            dtype, ", ".join(DTYPES)))
+    if backend == "numpy":
+        module = numpy
+    else:
+        cupy, reason = _usable_cupy()
+        if cupy is not None:
+            module = _cupy = cupy
+        elif backend == "cupy":
+            raise BackendError("the cupy backend cannot run here: " + reason)
+        else:
+            print("gpunn: using NumPy on the CPU; " + reason, file=sys.stderr)
+            module = numpy
+    xp = module
+    floatX = numpy.dtype(dtype_name)
+    _chosen = True
+    reseed(seed)
+    return name()
+
+
+def reseed(s=None):
+    """Reseed the host generator (initial weights, shuffling) and the
+    device generator (dropout masks).  ``None`` draws fresh entropy."""
+    global host_rng, device_rng
+    host_rng = numpy.random.default_rng(s)
+    device_rng = xp.random.default_rng(s)
+
+
+def name():
+    """Return the active backend's name: ``"numpy"`` or ``"cupy"``."""
+    return "cupy" if xp is not numpy else "numpy"
+
+
+def use_from_environment():
+    """Apply ``GPUNN_BACKEND`` and ``GPUNN_DTYPE`` (defaults ``auto`` and
+    ``float32``).  Called once when gpunn is imported."""
+    if not _chosen:
+        use(os.environ.get("GPUNN_BACKEND", "auto") or "auto",
+            os.environ.get("GPUNN_DTYPE", "float32") or "float32")
+
+
+def get_array_module(*arrays):
+    """Return the array module (numpy or cupy) of ``arrays``."""
+    if _cupy is not None:
+        return _cupy.get_array_module(*arrays)
+    return numpy
+
+
+def asarray(a, dtype=None, like=None):
+    """Return ``a`` as an array in ``dtype`` (default: the active float
+    dtype) on the active backend, or on the backend of the array
+    ``like`` when given.  Moves between host and device as needed; no
+    copy when nothing changes."""
+    dtype = floatX if dtype is None else dtype
+    module = xp if like is None else get_array_module(like)
+    if module is numpy:
+        return numpy.asarray(to_numpy(a), dtype=dtype)
+    return module.asarray(a, dtype=dtype)
+
+
+def to_numpy(a):
+    """Return ``a`` (a NumPy or CuPy array, or a scalar) on the host."""
+    if _cupy is not None and isinstance(a, _cupy.ndarray):
+        return a.get()
+    return numpy.asarray(a)
+
+
+def synchronize():
+    """Wait until the device has finished its queued work (no-op on NumPy)."""
+    if xp is not numpy:
+        xp.cuda.get_current_stream().synchronize()

@@ -1,0 +1,261 @@
+"""layers.py
+~~~~~~~~~~~
+
+network3's layer types, with network3's semantics, parameters and
+initialization, and a hand-written backward pass beside each forward
+pass:
+
+- ``ConvPoolLayer``: valid convolution, max-pooling (border ignored),
+  then the bias, then the activation function.
+- ``FullyConnectedLayer``: a = sigma((1-p) inpt.w + b) at inference; in
+  training the input is multiplied by a dropout mask instead.
+- ``SoftmaxLayer``: the output layer, zero-initialized, trained with the
+  log-likelihood cost.
+
+Arrays hold one example per row (network3's layout): a fully connected
+layer takes (m, n_in), has ``w`` of shape (n_in, n_out) and ``b`` of
+shape (n_out,); a conv layer takes (m, C, H, W) (or anything that
+reshapes to it) and has ``w`` of shape (F, C, KH, KW), ``b`` of shape (F,).
+
+Each layer has:
+
+- ``feedforward(inpt)``: inference output; keeps nothing.
+- ``forward(inpt)``: training output (dropout on); keeps what the
+  backward pass needs.
+- ``backward(nabla_a, need_input_grad=True)``: given nabla_a = dC/da for
+  this layer's output ``a``, returns ``(nabla_inpt, nabla_b, nabla_w)``.
+  The four equations of chapter 2: delta = nabla_a * sigma'(z) (BP1/BP2),
+  nabla_b = delta (BP3, summed over the mini-batch), nabla_w = a_in delta
+  (BP4), and nabla_inpt = delta w^T, the first half of BP2 for the layer
+  below.
+"""
+
+import math
+import numbers
+
+from gpunn import backend, kernels
+from gpunn.activations import sigmoid, softmax, log_softmax, Activation
+from gpunn.backend import get_array_module
+from gpunn.costs import LogLikelihoodCost
+
+
+class ConvPoolLayer:
+    """A convolutional layer followed by max-pooling, as in network3.
+
+    ``filter_shape`` = (filters, input maps, filter height, filter width);
+    ``image_shape`` = (mini-batch size, input maps, image height, image
+    width); ``poolsize`` = (y, x) pooling sizes.  The output has shape
+    (m, filters, (height-fh+1)//py, (width-fw+1)//px).
+    """
+
+    def __init__(self, filter_shape, image_shape, poolsize=(2, 2),
+                 activation_fn=sigmoid):
+        self.filter_shape = _positive_ints("filter_shape", filter_shape, 4)
+        self.image_shape = _positive_ints("image_shape", image_shape, 4)
+        self.poolsize = _positive_ints("poolsize", poolsize, 2)
+        self.activation_fn = _activation(activation_fn)
+        F, C, KH, KW = self.filter_shape
+        _, C_in, H, W = self.image_shape
+        if C != C_in:
+            raise ValueError(
+                "ConvPoolLayer: filter_shape {} has {} input maps but image_shape "
+                "{} has {}".format(self.filter_shape, C, self.image_shape, C_in))
+        OH, OW = H - KH + 1, W - KW + 1
+        if OH < self.poolsize[0] or OW < self.poolsize[1]:
+            raise ValueError(
+                "ConvPoolLayer: a {}x{} filter on a {}x{} image leaves {}x{}, "
+                "smaller than poolsize {}".format(KH, KW, H, W, OH, OW,
+                                                  self.poolsize))
+        self.n_in = C * H * W
+        self.output_shape = (F, OH // self.poolsize[0], OW // self.poolsize[1])
+        # network3's initialization: w ~ N(0, 1/n_out), b ~ N(0, 1), where
+        # n_out is the number of outputs each input feeds after pooling.
+        n_out = F * KH * KW / math.prod(self.poolsize)
+        self.w = _normal(math.sqrt(1.0 / n_out), self.filter_shape)
+        self.b = _normal(1.0, (F,))
+        self.p_dropout = 0.0  # network3 applies no dropout to conv layers
+
+    def feedforward(self, inpt):
+        """Inference: ``inpt`` (m, C*H*W) or (m, C, H, W) -> output
+        (m, F, PH, PW)."""
+        x = inpt.reshape((-1,) + self.image_shape[1:])
+        conv_out, _ = kernels.conv2d(x, self.w)
+        pooled_out, _ = kernels.max_pool(conv_out, self.poolsize)
+        return self.activation_fn(pooled_out + self.b.reshape(1, -1, 1, 1))
+
+    def forward(self, inpt):
+        """Training: as ``feedforward``, keeping what ``backward`` needs."""
+        self.x_shape = (len(inpt),) + self.image_shape[1:]
+        conv_out, self.col = kernels.conv2d(inpt.reshape(self.x_shape), self.w)
+        self.conv_shape = conv_out.shape
+        pooled_out, self.argmax = kernels.max_pool(conv_out, self.poolsize)
+        # network3: bias and activation come after the pooling.
+        self.z = pooled_out + self.b.reshape(1, -1, 1, 1)
+        self.a = self.activation_fn(self.z)
+        return self.a
+
+    def backward(self, nabla_a, need_input_grad=True):
+        """``nabla_a``: dC/da, any shape that reshapes to (m, F, PH, PW).
+        Returns ``(nabla_inpt, nabla_b, nabla_w)``; nabla_inpt has shape
+        (m, C, H, W), or is None when ``need_input_grad`` is false."""
+        delta = nabla_a.reshape(self.a.shape) * self.activation_fn.prime(
+            self.z, self.a)                                   # BP2
+        nabla_b = delta.sum(axis=(0, 2, 3))                   # BP3
+        # Through the pooling: each window's delta goes to its maximum.
+        nabla_conv = kernels.max_pool_backward(
+            delta, self.argmax, self.conv_shape, self.poolsize)
+        nabla_w, nabla_inpt = kernels.conv2d_backward(        # BP4
+            nabla_conv, self.col, self.w, self.x_shape, need_input_grad)
+        return nabla_inpt, nabla_b, nabla_w
+
+    def __repr__(self):
+        return "ConvPoolLayer(filter_shape={}, image_shape={}, poolsize={}, " \
+            "activation_fn={})".format(self.filter_shape, self.image_shape,
+                                       self.poolsize, self.activation_fn)
+
+
+class FullyConnectedLayer:
+    """A fully connected layer of ``n_out`` neurons with ``n_in`` inputs.
+
+    Dropout as in network3: in training, each input is kept with
+    probability 1 - ``p_dropout`` (and not rescaled); at inference all
+    inputs are kept and the weighted input is scaled by (1 - p_dropout).
+    """
+
+    def __init__(self, n_in, n_out, activation_fn=sigmoid, p_dropout=0.0):
+        self.n_in = _positive_ints("n_in", (n_in,), 1)[0]
+        self.n_out = _positive_ints("n_out", (n_out,), 1)[0]
+        self.activation_fn = _activation(activation_fn)
+        self.p_dropout = _probability(p_dropout)
+        self.output_shape = (self.n_out,)
+        self.w, self.b = self.initial_parameters()
+
+    def initial_parameters(self):
+        """network3's initialization: w ~ N(0, 1/n_out), b ~ N(0, 1)."""
+        return (_normal(math.sqrt(1.0 / self.n_out), (self.n_in, self.n_out)),
+                _normal(1.0, (self.n_out,)))
+
+    def feedforward(self, inpt):
+        """Inference: ``inpt`` (m, n_in) or anything that reshapes to it
+        -> output (m, n_out)."""
+        inpt = inpt.reshape(len(inpt), self.n_in)
+        z = inpt @ self.w
+        if self.p_dropout:
+            z *= 1 - self.p_dropout
+        return self.activation_fn(z + self.b)
+
+    def forward(self, inpt):
+        """Training: the input goes through a dropout mask (when
+        p_dropout > 0); keeps the input, z and a for ``backward``."""
+        inpt = inpt.reshape(len(inpt), self.n_in)
+        self.mask = dropout_mask(inpt, self.p_dropout)
+        self.inpt = inpt if self.mask is None else inpt * self.mask
+        self.z = self.inpt @ self.w + self.b
+        self.a = self.activation_fn(self.z)
+        return self.a
+
+    def backward(self, nabla_a, need_input_grad=True):
+        """``nabla_a``: dC/da, shape (m, n_out).  Returns ``(nabla_inpt,
+        nabla_b, nabla_w)`` with shapes (m, n_in), (n_out,), (n_in, n_out)."""
+        delta = nabla_a * self.activation_fn.prime(self.z, self.a)  # BP1/BP2
+        return self.backward_delta(delta, need_input_grad)
+
+    def backward_delta(self, delta, need_input_grad=True):
+        """The rest of ``backward``, from the error delta = dC/dz (m, n_out)."""
+        nabla_b = delta.sum(axis=0)                            # BP3
+        nabla_w = self.inpt.T @ delta                          # BP4
+        if not need_input_grad:
+            return None, nabla_b, nabla_w
+        nabla_inpt = delta @ self.w.T                          # (w^T delta) of BP2
+        if self.mask is not None:
+            nabla_inpt *= self.mask  # dropped inputs had no effect on C
+        return nabla_inpt, nabla_b, nabla_w
+
+    def __repr__(self):
+        return "{}(n_in={}, n_out={}, activation_fn={}, p_dropout={})".format(
+            type(self).__name__, self.n_in, self.n_out, self.activation_fn,
+            self.p_dropout)
+
+
+class SoftmaxLayer(FullyConnectedLayer):
+    """The softmax output layer of network3, with zero initial weights
+    and biases and the log-likelihood cost.  Dropout as in
+    ``FullyConnectedLayer``."""
+
+    def __init__(self, n_in, n_out, p_dropout=0.0):
+        super().__init__(n_in, n_out, _softmax, p_dropout)
+
+    def initial_parameters(self):
+        """network3 starts the softmax layer at zero."""
+        xp, dtype = backend.xp, backend.floatX
+        return (xp.zeros((self.n_in, self.n_out), dtype=dtype),
+                xp.zeros((self.n_out,), dtype=dtype))
+
+    def cost(self, y):
+        """The log-likelihood cost of the last ``forward``: -mean ln a_y, a
+        0-d array (left on the device: reading it would synchronize).
+        ``y``: integer labels (m,)."""
+        xp = get_array_module(self.z)
+        log_a = log_softmax(self.z)  # ln a without the underflow of ln(softmax)
+        return -xp.take_along_axis(log_a, y.reshape(-1, 1), axis=1).mean()
+
+    def delta(self, y):
+        """BP1 for softmax with the log-likelihood cost: dC/dz = (a - y)/m."""
+        return LogLikelihoodCost.delta(self.z, self.a, y)
+
+    def __repr__(self):
+        return "SoftmaxLayer(n_in={}, n_out={}, p_dropout={})".format(
+            self.n_in, self.n_out, self.p_dropout)
+
+
+# The softmax "activation" has no elementwise derivative: its layer's
+# delta comes from the cost (SoftmaxLayer.delta), never from prime.
+def _no_prime(z, a):
+    raise TypeError("softmax has no elementwise derivative; use "
+                    "SoftmaxLayer.delta(y)")
+
+
+_softmax = Activation("softmax", softmax, _no_prime)
+
+
+def dropout_mask(inpt, p_dropout):
+    """Return a 0/1 mask shaped like ``inpt`` (m, n) keeping each entry
+    with probability 1 - p_dropout, or None when p_dropout is 0.
+    Drawn on the device, from ``backend.device_rng``."""
+    if not p_dropout:
+        return None
+    u = backend.device_rng.random(inpt.shape, dtype="float32")
+    return (u >= p_dropout).astype(inpt.dtype)
+
+
+def _normal(scale, shape):
+    """N(0, scale^2) on the host from the seeded generator, then moved to
+    the active backend: one seed gives the same network on NumPy and CuPy."""
+    return backend.asarray(backend.host_rng.normal(0.0, scale, size=shape))
+
+
+def _positive_ints(name, value, length):
+    try:
+        t = tuple(int(v) for v in value)
+        ok = len(t) == length and all(v >= 1 and v == u for v, u in zip(t, value))
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise ValueError("{} must be {} positive integer{}, got {!r}".format(
+            name, length, "s" if length > 1 else "", value))
+    return t
+
+
+def _probability(p):
+    if isinstance(p, bool) or not (isinstance(p, numbers.Real) and 0 <= p < 1):
+        raise ValueError("p_dropout must be a number in [0, 1), got {!r}"
+                         .format(p))
+    return float(p)
+
+
+def _activation(fn):
+    if not isinstance(fn, Activation):
+        raise TypeError(
+            "activation_fn must be one of gpunn's activations (sigmoid, tanh, "
+            "ReLU, linear), which carry their derivative; got {!r}".format(fn))
+    return fn

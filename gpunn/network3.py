@@ -1,0 +1,244 @@
+"""network3.py
+~~~~~~~~~~~~~~
+
+Chapter 6's program, without Theano: networks of convolution + max-pool,
+fully connected and softmax layers, trained by mini-batch stochastic
+gradient descent with hand-written backpropagation, on NumPy or CuPy
+(see ``gpunn.backend``).
+
+The API is the book's, so that its ``conv.py`` runs with only its imports
+changed::
+
+    from gpunn import network3
+    from gpunn.network3 import sigmoid, tanh, ReLU, Network
+    from gpunn.network3 import ConvPoolLayer, FullyConnectedLayer, SoftmaxLayer
+    training_data, validation_data, test_data = network3.load_data_shared()
+    net = Network([FullyConnectedLayer(n_in=784, n_out=100),
+                   SoftmaxLayer(n_in=100, n_out=10)], 10)
+    net.SGD(training_data, 60, 10, 0.1, validation_data, test_data)
+
+As in network3: the cost is the softmax layer's log-likelihood plus
+0.5*lmbda*sum(w**2)/num_training_batches over every layer's weights; the
+training data is used in order, in whole mini-batches (a last partial
+one is left out); each epoch ends with the validation accuracy, and the
+test accuracy whenever the validation accuracy is the best so far.
+"""
+
+import time
+
+from gpunn import backend
+from gpunn.activations import ReLU, linear, sigmoid, tanh  # noqa: F401 (the book's names)
+from gpunn.backend import get_array_module
+from gpunn.layers import ConvPoolLayer, FullyConnectedLayer, SoftmaxLayer
+from gpunn.mnist_loader import load_data_shared  # noqa: F401 (the book's name)
+
+
+class Network:
+
+    def __init__(self, layers, mini_batch_size):
+        """Takes a list of ``layers``, the network's architecture, ending
+        in a SoftmaxLayer, and the ``mini_batch_size`` used in training.
+        Each layer's input size must match the previous layer's output."""
+        self.layers = list(layers)
+        self.mini_batch_size = int(mini_batch_size)
+        if not self.layers or not isinstance(self.layers[-1], SoftmaxLayer):
+            raise ValueError("the last layer must be a SoftmaxLayer (its "
+                             "log-likelihood is the cost), got {!r}".format(
+                                 self.layers[-1] if self.layers else None))
+        for j, layer in enumerate(self.layers):
+            if isinstance(layer, ConvPoolLayer) and \
+                    layer.image_shape[0] != self.mini_batch_size:
+                raise ValueError(
+                    "layer {} ({!r}): image_shape[0] = {} must equal "
+                    "mini_batch_size = {}".format(j, layer, layer.image_shape[0],
+                                                  self.mini_batch_size))
+            if isinstance(layer, SoftmaxLayer) and j != len(self.layers) - 1:
+                raise ValueError("layer {}: a SoftmaxLayer can only be the "
+                                 "last layer".format(j))
+            if j > 0:
+                prev = self.layers[j - 1]
+                n_prev = 1
+                for d in prev.output_shape:
+                    n_prev *= d
+                if n_prev != layer.n_in:
+                    raise ValueError(
+                        "layer {} ({!r}) takes {} inputs per example but layer "
+                        "{} ({!r}) gives {} (shape {})".format(
+                            j, layer, layer.n_in, j - 1, prev, n_prev,
+                            prev.output_shape))
+
+    @property
+    def params(self):
+        """[w, b] of every layer, in order (network3's ``params``)."""
+        return [p for layer in self.layers for p in (layer.w, layer.b)]
+
+    def feedforward(self, x, batch_size=500):
+        """Return the network's output (inference: no dropout) for inputs
+        ``x`` of shape (n, n_in), computed ``batch_size`` rows at a time;
+        shape (n, n_out)."""
+        xp = get_array_module(self.layers[0].w)
+        x = self._inputs(x)
+        outputs = []
+        for k in range(0, len(x), batch_size):
+            a = x[k:k + batch_size]
+            for layer in self.layers:
+                a = layer.feedforward(a)
+            outputs.append(a)
+        return xp.concatenate(outputs)
+
+    def predict(self, x):
+        """Return the digit the network picks for each row of ``x`` (n,)."""
+        return self.feedforward(x).argmax(axis=1)
+
+    def accuracy(self, data):
+        """Return the fraction of ``data`` = (x, y) classified correctly,
+        as a Python float.  (Every example counts; network3 counted whole
+        mini-batches only, the same when mini_batch_size divides n.)"""
+        x, y = data
+        return float((self.predict(x) == self._labels(y)).mean())
+
+    def backprop(self, x, y):
+        """Return ``(nabla_b, nabla_w)``, one array per layer shaped like
+        its ``b`` and ``w``: the gradient of the mean log-likelihood cost
+        of the mini-batch ``x`` (m, n_in), ``y`` (m,) (L2 term not
+        included; dropout, if any, on)."""
+        nabla_b, nabla_w, _ = self._backprop(self._inputs(x), self._labels(y))
+        return nabla_b, nabla_w
+
+    def _backprop(self, x, y):
+        """``backprop`` on arrays already on the network's backend; also
+        returns the mini-batch's cost (a 0-d device array)."""
+        a = x
+        for layer in self.layers:
+            a = layer.forward(a)
+        output_layer = self.layers[-1]
+        cost = output_layer.cost(y)
+        nabla_b, nabla_w = [None] * len(self.layers), [None] * len(self.layers)
+        # BP1 at the softmax layer, then BP2 backwards through the rest.
+        nabla_a, nabla_b[-1], nabla_w[-1] = output_layer.backward_delta(
+            output_layer.delta(y), need_input_grad=len(self.layers) > 1)
+        for l in range(len(self.layers) - 2, -1, -1):
+            nabla_a, nabla_b[l], nabla_w[l] = self.layers[l].backward(
+                nabla_a, need_input_grad=l > 0)
+        return nabla_b, nabla_w, cost
+
+    def update_mini_batch(self, x, y, eta, lmbda=0.0, num_training_batches=1):
+        """One step of gradient descent on the mini-batch ``x``, ``y``:
+        w -> w - eta*(nabla_w + lmbda*w/num_training_batches), b -> b -
+        eta*nabla_b, the gradient of network3's regularized cost.  Returns
+        the mini-batch's log-likelihood cost as a 0-d device array."""
+        nabla_b, nabla_w, cost = self._backprop(x, y)
+        decay = eta * lmbda / num_training_batches
+        for layer, nb, nw in zip(self.layers, nabla_b, nabla_w):
+            if decay:
+                layer.w *= 1 - decay  # the L2 term's gradient, lmbda*w/n_batches
+            layer.w -= eta * nw
+            layer.b -= eta * nb
+        return cost
+
+    def l2_norm_squared(self):
+        """sum(w**2) over every layer's weights, a Python float."""
+        return float(sum((layer.w ** 2).sum() for layer in self.layers))
+
+    def total_cost(self, data, lmbda=0.0, num_training_batches=1):
+        """network3's regularized cost on ``data`` = (x, y): the mean
+        log-likelihood (inference outputs) plus
+        0.5*lmbda*sum(w**2)/num_training_batches."""
+        xp = get_array_module(self.layers[0].w)
+        x, y = data
+        a = self.feedforward(x)
+        y = self._labels(y)
+        log_likelihood = -xp.log(xp.take_along_axis(a, y.reshape(-1, 1), 1)).mean()
+        return float(log_likelihood) + \
+            0.5 * lmbda * self.l2_norm_squared() / num_training_batches
+
+    def SGD(self, training_data, epochs, mini_batch_size, eta,
+            validation_data, test_data=None, lmbda=0.0):
+        """Train the network using mini-batch stochastic gradient descent,
+        printing the book's lines each epoch.  The data sets are (x, y)
+        pairs as ``load_data_shared`` returns them (moved to the network's
+        backend if they are elsewhere).  Returns the history: one dict per
+        epoch with ``epoch``, ``training_cost`` (mean log-likelihood of
+        the epoch's mini-batches, as trained: dropout on, no L2 term),
+        ``validation_accuracy``, ``test_accuracy`` (None unless this epoch
+        is the best so far, as in network3) and ``seconds``."""
+        if int(mini_batch_size) != self.mini_batch_size:
+            raise ValueError("SGD's mini_batch_size ({}) must equal the "
+                             "network's ({})".format(mini_batch_size,
+                                                     self.mini_batch_size))
+        training_x, training_y = self._data(training_data)
+        validation_data = self._data(validation_data)
+        test_data = self._data(test_data) if test_data is not None else None
+        num_training_batches = len(training_x) // mini_batch_size
+        if num_training_batches == 0:
+            raise ValueError("mini_batch_size {} is larger than the {} training "
+                             "examples".format(mini_batch_size, len(training_x)))
+
+        history = []
+        best_validation_accuracy, best_iteration, test_accuracy = 0.0, None, None
+        for epoch in range(epochs):
+            start = time.perf_counter()
+            cost_sum = 0.0
+            for minibatch_index in range(num_training_batches):
+                iteration = num_training_batches * epoch + minibatch_index
+                if iteration % 1000 == 0:
+                    print("Training mini-batch number {0}".format(iteration))
+                batch = slice(minibatch_index * mini_batch_size,
+                              (minibatch_index + 1) * mini_batch_size)
+                # cost_sum stays on the device: one read per epoch, below.
+                cost_sum = cost_sum + self.update_mini_batch(
+                    training_x[batch], training_y[batch], eta, lmbda,
+                    num_training_batches)
+            record = {"epoch": epoch,
+                      "training_cost": float(cost_sum) / num_training_batches,
+                      "validation_accuracy": self.accuracy(validation_data),
+                      "test_accuracy": None}
+            print("Epoch {0}: validation accuracy {1:.2%}".format(
+                epoch, record["validation_accuracy"]))
+            if record["validation_accuracy"] >= best_validation_accuracy:
+                print("This is the best validation accuracy to date.")
+                best_validation_accuracy = record["validation_accuracy"]
+                best_iteration = iteration
+                if test_data:
+                    test_accuracy = record["test_accuracy"] = \
+                        self.accuracy(test_data)
+                    print("The corresponding test accuracy is {0:.2%}".format(
+                        test_accuracy))
+            record["seconds"] = time.perf_counter() - start
+            history.append(record)
+        print("Finished training network.")
+        print("Best validation accuracy of {0:.2%} obtained at iteration {1}"
+              .format(best_validation_accuracy, best_iteration))
+        if test_accuracy is not None:
+            print("Corresponding test accuracy of {0:.2%}".format(test_accuracy))
+        return history
+
+    def to_backend(self):
+        """Move every layer's parameters to the active backend and dtype
+        (after ``gpunn.use(...)``); returns the network."""
+        for layer in self.layers:
+            layer.w = backend.asarray(layer.w)
+            layer.b = backend.asarray(layer.b)
+        return self
+
+    # Inputs may come from anywhere (a list, the host, another backend):
+    # they are put where the network's parameters are, in their dtype.
+    def _inputs(self, x):
+        w = self.layers[0].w
+        return backend.asarray(x, dtype=w.dtype, like=w)
+
+    def _labels(self, y):
+        return backend.asarray(y, dtype="int32", like=self.layers[0].w)
+
+    def _data(self, data):
+        x, y = data
+        return self._inputs(x), self._labels(y)
+
+
+def size(data):
+    """Return the number of examples in the data set ``data`` = (x, y)."""
+    return len(data[0])
+
+
+__all__ = ["Network", "ConvPoolLayer", "FullyConnectedLayer", "SoftmaxLayer",
+           "sigmoid", "tanh", "ReLU", "linear", "load_data_shared", "size"]
