@@ -1,0 +1,280 @@
+"""mnist_loader.py
+~~~~~~~~~~~~~~~~
+
+Load the MNIST data the book uses, from its own file ``mnist.pkl.gz``.
+
+The file is a gzip'd Python 2 pickle of a tuple ``(training_data,
+validation_data, test_data)``; each part is a pair ``(x, y)``:
+
+* ``x``: float32 array of shape (n, 784), one 28x28 image per row, pixel
+  values k/256 for integers k in 0..255;
+* ``y``: int64 array of shape (n,), the digits 0..9;
+
+with n = 50,000, 10,000 and 10,000.  Two views of it are offered:
+
+* ``load_data`` (and network3's ``load_data_shared``): the three pairs
+  ``(x, y)`` as arrays of the active backend (see ``gpunn.backend``), x in
+  the active float dtype and y as int32 labels.
+* ``load_data_wrapper``: the format of the book's chapters 1 and 3, lists
+  of ``(x, y)`` tuples of NumPy column vectors, used by ``network`` and
+  ``network2``.
+
+Safety: unpickling can run any code the file names, so this module never
+calls ``pickle.load`` as is.  ``safe_load_pickle`` lets the file name only
+the few NumPy functions that rebuild arrays, and accepts only tuples,
+lists and numeric arrays as the result.  Any other file, or any damaged
+one, raises ``DataError``.
+"""
+
+import gzip
+import hashlib
+import os
+import pickle
+
+import numpy
+
+from gpunn import backend
+
+#: SHA-256 of the book's mnist.pkl.gz (see data/SHA256SUMS).
+MNIST_SHA256 = "f11bb9e41d6c1b6c124aa38fd605497bdcfe2ee08cf7c2bb5a41ab5d759e1416"
+FILE_NAME = "mnist.pkl.gz"
+#: The name the book's conv.py asks for; made on the fly by expand_mnist.
+EXPANDED_NAME = "mnist_expanded.pkl.gz"
+#: <repo root>/data: the repo root is the parent of the gpunn package.
+REPO_DATA_DIR = os.path.join(
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data")
+
+
+class DataError(ValueError):
+    """A data file is missing, damaged, unsafe or not what was expected.
+    The message names the file and the problem."""
+
+
+# ---------------------------------------------------------------------------
+# Finding the file
+
+def default_path():
+    """Return the path of the bundled mnist.pkl.gz.
+
+    Looks, in order, at ``$GPUNN_DATA`` (a directory, or the file itself),
+    ``<repo root>/data/mnist.pkl.gz`` and ``./data/mnist.pkl.gz``.  Raises
+    ``DataError`` listing every place looked if none exists."""
+    places = []
+    env = os.environ.get("GPUNN_DATA")
+    if env:
+        if os.path.isdir(env):
+            env = os.path.join(env, FILE_NAME)
+        places.append(("$GPUNN_DATA", env))
+    places.append(("the repository", os.path.join(REPO_DATA_DIR, FILE_NAME)))
+    places.append(("the current directory",
+                   os.path.join(os.getcwd(), "data", FILE_NAME)))
+    for _, path in places:
+        if os.path.isfile(path):
+            return path
+    looked = "".join("\n  {} ({})".format(p, where) for where, p in places)
+    raise DataError(
+        "cannot find the MNIST data file {}; looked in:{}\nCopy the book's "
+        "mnist.pkl.gz (the data/ folder of the repository "
+        "mnielsen/neural-networks-and-deep-learning) into one of those "
+        "places, or set GPUNN_DATA to the file or the directory holding it."
+        .format(FILE_NAME, looked))
+
+
+def sha256_of(path):
+    """Return the SHA-256 of the file at ``path`` as a hex string."""
+    h = hashlib.sha256()
+    try:
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+    except OSError as e:
+        raise DataError("{}: cannot read: {}".format(path, e)) from None
+    return h.hexdigest()
+
+
+def check_sha256(path):
+    """Raise ``DataError`` unless ``path`` is the book's mnist.pkl.gz."""
+    found = sha256_of(path)
+    if found != MNIST_SHA256:
+        raise DataError(
+            "{} is not the book's MNIST file: its SHA-256 is {}, expected {}. "
+            "Copy the book's mnist.pkl.gz there again (in a checkout of "
+            "gpunn: git checkout data/mnist.pkl.gz)."
+            .format(path, found, MNIST_SHA256))
+
+
+# ---------------------------------------------------------------------------
+# Unpickling safely
+
+# A pickled ndarray is rebuilt by calling _reconstruct(ndarray, shape, dtype)
+# and then ndarray.__setstate__; these are the only globals the file may name.
+# NumPy 2 renamed numpy.core to numpy._core, and files carry either name.
+_reconstruct = numpy.ndarray((0,)).__reduce__()[0]
+_ALLOWED = {
+    ("numpy.core.multiarray", "_reconstruct"): _reconstruct,
+    ("numpy._core.multiarray", "_reconstruct"): _reconstruct,
+    ("numpy", "ndarray"): numpy.ndarray,
+    ("numpy", "dtype"): numpy.dtype,
+}
+
+
+class _ArrayUnpickler(pickle.Unpickler):
+    """An Unpickler that can build NumPy arrays and nothing else."""
+
+    def __init__(self, file, path):
+        # latin1: the file's array bytes are Python 2 str objects.
+        super().__init__(file, encoding="latin1")
+        self.path = path
+
+    def find_class(self, module, name):
+        try:
+            return _ALLOWED[(module, name)]
+        except KeyError:
+            raise DataError(
+                "{}: refusing to load {}.{}: only arrays, tuples and lists "
+                "are accepted".format(self.path, module, name)) from None
+
+
+def _check_contents(obj, path):
+    """Raise ``DataError`` unless ``obj`` holds only tuples, lists and
+    numeric ndarrays.  Iterative, since a pickle can nest deeply."""
+    todo, seen = [obj], set()
+    while todo:
+        item = todo.pop()
+        if id(item) in seen:  # a pickle can hold cycles
+            continue
+        seen.add(id(item))
+        if isinstance(item, (tuple, list)):
+            todo.extend(item)
+        elif type(item) is numpy.ndarray:
+            if item.dtype.kind not in "biuf":
+                raise DataError("{}: holds an array of dtype {}; only numeric "
+                                "arrays are accepted".format(path, item.dtype))
+        else:
+            raise DataError("{}: holds a {}; only arrays, tuples and lists "
+                            "are accepted".format(path, type(item).__name__))
+
+
+def safe_load_pickle(path):
+    """Return the object pickled in the file at ``path`` (gzip'd or not),
+    which may only be tuples, lists and numeric NumPy arrays.  Any other
+    content, or a damaged file, raises ``DataError``."""
+    path = os.fspath(path)
+    try:
+        with open(path, "rb") as raw:
+            gzipped = raw.read(2) == b"\x1f\x8b"
+            raw.seek(0)
+            f = gzip.GzipFile(fileobj=raw, mode="rb") if gzipped else raw
+            obj = _ArrayUnpickler(f, path).load()
+    except DataError:
+        raise
+    except FileNotFoundError:
+        raise DataError("{}: no such file".format(path)) from None
+    except Exception as e:
+        # Damaged data makes pickle, gzip and zlib raise all sorts of
+        # errors (EOFError, UnpicklingError, BadGzipFile, zlib.error, ...).
+        raise DataError("{}: cannot unpickle ({}: {}); the file is damaged "
+                        "or is not a pickle".format(path, type(e).__name__, e)
+                        ) from None
+    _check_contents(obj, path)
+    return obj
+
+
+# ---------------------------------------------------------------------------
+# The book's formats
+
+def _check_structure(data, path):
+    """Raise ``DataError`` unless ``data`` is MNIST-shaped: three (x, y)
+    pairs, x of shape (n, 784), y of shape (n,) with labels 0..9."""
+    def fail(problem):
+        raise DataError("{}: not MNIST data: {}".format(path, problem))
+    if not isinstance(data, (tuple, list)) or len(data) != 3:
+        fail("expected a tuple (training, validation, test)")
+    for part, pair in zip(("training", "validation", "test"), data):
+        if not isinstance(pair, (tuple, list)) or len(pair) != 2:
+            fail("{} data is not a pair (x, y)".format(part))
+        x, y = pair
+        if (not isinstance(x, numpy.ndarray) or x.ndim != 2
+                or x.shape[1] != 784):
+            fail("{} x must be an array of shape (n, 784), not {}".format(
+                part, getattr(x, "shape", type(x).__name__)))
+        if not isinstance(y, numpy.ndarray) or y.shape != x.shape[:1]:
+            fail("{} y must be an array of shape ({},), not {}".format(
+                part, x.shape[0], getattr(y, "shape", type(y).__name__)))
+        if y.dtype.kind not in "iu":
+            fail("{} labels have dtype {}, not integer".format(part, y.dtype))
+        if y.size and (y.min() < 0 or y.max() > 9):
+            fail("{} labels run from {} to {}, not within 0..9".format(
+                part, y.min(), y.max()))
+
+
+def load_host(path=None):
+    """Return MNIST as NumPy arrays as stored in the file: a tuple
+    ``(training_data, validation_data, test_data)`` of pairs ``(x, y)``,
+    x of shape (n, 784), y of shape (n,).  ``path=None`` loads the bundled
+    file, after checking its SHA-256."""
+    if path is None:
+        path = default_path()
+        check_sha256(path)
+    path = os.fspath(path)
+    data = safe_load_pickle(path)
+    _check_structure(data, path)
+    return tuple((x, y) for x, y in data)
+
+
+def load_data(path=None):
+    """Return ``(training_data, validation_data, test_data)``, each a pair
+    ``(x, y)``: x of shape (n, 784) in the active backend and float dtype,
+    y of shape (n,), int32 labels 0..9.  n = 50,000, 10,000, 10,000.
+
+    ``path=None`` loads the bundled file after checking its SHA-256.  A
+    path named mnist_expanded.pkl.gz that does not exist (the book's
+    conv.py asks for one) gives the 250,000 expanded training images of
+    ``gpunn.expand_mnist`` with the bundled validation and test data."""
+    if (path is not None and os.path.basename(path) == EXPANDED_NAME
+            and not os.path.exists(path)):
+        from gpunn import expand_mnist  # it imports this module
+        _, validation, test = load_host()
+        data = (expand_mnist.expanded_training_data(), validation, test)
+    else:
+        data = load_host(path)
+    return tuple((backend.asarray(x), backend.asarray(y, dtype="int32"))
+                 for x, y in data)
+
+
+def load_data_shared(filename=None):
+    """network3's name for ``load_data``; returns a list of the three pairs.
+    (Theano kept them in "shared" GPU variables; here the arrays already
+    live on the active backend.)"""
+    return list(load_data(filename))
+
+
+def load_data_wrapper(path=None):
+    """Return MNIST in the format of the book's chapters 1 and 3, on the host:
+    ``(training_data, validation_data, test_data)``, lists of tuples.
+
+    training_data: 50,000 tuples ``(x, y)``, x a (784, 1) array of pixels,
+    y a (10, 1) one-hot array (``vectorized_result``) of the digit.
+    validation_data, test_data: 10,000 tuples ``(x, y)``, x a (784, 1)
+    array, y the digit as an int.  Arrays are NumPy, in ``backend.floatX``.
+    """
+    (tr_x, tr_y), (va_x, va_y), (te_x, te_y) = load_host(path)
+
+    def columns(x):
+        # One conversion and reshape; iterating the (n, 784, 1) result
+        # yields views, so no image is copied one at a time.
+        return numpy.asarray(x, dtype=backend.floatX).reshape(-1, 784, 1)
+
+    one_hot = numpy.eye(10, dtype=backend.floatX)[tr_y].reshape(-1, 10, 1)
+    training_data = list(zip(columns(tr_x), one_hot))
+    validation_data = list(zip(columns(va_x), va_y.tolist()))
+    test_data = list(zip(columns(te_x), te_y.tolist()))
+    return training_data, validation_data, test_data
+
+
+def vectorized_result(j):
+    """Return a (10, 1) array with 1.0 in position ``j`` and zeros
+    elsewhere: digit ``j`` as the output the network should give."""
+    e = numpy.zeros((10, 1), dtype=backend.floatX)
+    e[j] = 1.0
+    return e

@@ -1,0 +1,25 @@
+"""Shared fixtures: every backend test is written once and run on each
+backend; the CuPy variants carry the ``gpu`` mark and are skipped where
+CuPy cannot run (the reason is shown with ``-ra``)."""
+
+import pytest
+
+from gpunn import backend
+
+
+@pytest.fixture(autouse=True)
+def restore_backend():
+    """Leave the backend, dtype and generators as the test found them."""
+    saved = (backend.xp, backend.floatX, backend.host_rng, backend.device_rng)
+    yield
+    backend.xp, backend.floatX, backend.host_rng, backend.device_rng = saved
+
+
+@pytest.fixture(params=["numpy", pytest.param("cupy", marks=pytest.mark.gpu)])
+def backend_name(request):
+    """The name of a usable backend: "numpy", then "cupy" (gpu-marked)."""
+    if request.param == "cupy":
+        _, reason = backend._usable_cupy()
+        if reason:
+            pytest.skip(reason)
+    return request.param

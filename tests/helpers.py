@@ -1,0 +1,27 @@
+"""Test helpers: numerical gradients by central differences."""
+
+import numpy
+
+
+def numerical_gradient(f, p, eps=1e-6):
+    """Central-difference gradient of the scalar function ``f()`` with
+    respect to every entry of the array ``p`` (NumPy or CuPy), which ``f``
+    reads; ``p`` is perturbed in place and restored.  Returns a NumPy array."""
+    grad = numpy.zeros(p.shape)
+    for i in numpy.ndindex(*p.shape):
+        old = float(p[i])
+        p[i] = old + eps
+        c_plus = float(f())
+        p[i] = old - eps
+        c_minus = float(f())
+        p[i] = old
+        grad[i] = (c_plus - c_minus) / (2 * eps)
+    return grad
+
+
+def relative_error(a, b):
+    """||a - b|| / max(||a||, ||b||), on the host; 0 when both are 0."""
+    from gpunn.backend import to_numpy
+    a, b = to_numpy(a).astype(float), to_numpy(b).astype(float)
+    scale = max(numpy.linalg.norm(a), numpy.linalg.norm(b))
+    return 0.0 if scale == 0 else numpy.linalg.norm(a - b) / scale

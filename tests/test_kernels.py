@@ -1,0 +1,315 @@
+"""gpunn.kernels and the layers' inference passes against independent
+references: plain Python loops of the book's formulas, on NumPy copies.
+
+Each test runs on every backend (the CuPy run is gpu-marked) in float64;
+results come back to the host with ``backend.to_numpy``.  Max-pool inputs
+are permutations of distinct values, so the argmax is well defined, except
+in the test of the tie rule itself.
+"""
+
+import math
+
+import numpy as np
+import pytest
+
+import gpunn
+from gpunn import backend, kernels
+from gpunn.activations import ReLU, linear, sigmoid, tanh
+from gpunn.layers import ConvPoolLayer, FullyConnectedLayer, SoftmaxLayer
+
+# (image shape (N, C, H, W), filter shape (F, C, KH, KW))
+CONV_SHAPES = [
+    ((2, 1, 6, 6), (3, 1, 3, 3)),    # the book's square case, one map
+    ((2, 3, 7, 5), (4, 3, 3, 2)),    # several maps, non-square image, filter
+    ((1, 2, 5, 9), (2, 2, 2, 4)),    # wide image, wide filter
+    ((3, 2, 4, 3), (1, 2, 4, 3)),    # filter as large as the image: 1x1 output
+    ((1, 1, 3, 4), (2, 1, 1, 1)),    # 1x1 filter
+]
+# (input shape (N, F, H, W), poolsize (ph, pw))
+POOL_CASES = [
+    ((2, 3, 6, 4), (2, 2)),          # no border
+    ((2, 2, 7, 5), (2, 2)),          # a border row and column
+    ((1, 3, 6, 9), (3, 2)),          # non-square pool, a border column
+    ((2, 1, 5, 7), (2, 3)),          # non-square pool, border row and column
+    ((1, 2, 3, 3), (1, 1)),          # pooling that changes nothing
+    ((1, 1, 4, 6), (4, 6)),          # one window, the whole image
+]
+ACTIVATIONS = [sigmoid, tanh, ReLU, linear]
+
+
+def reference_activation(name, z):
+    """The activation functions from their definitions, on the host."""
+    if name == "sigmoid":
+        return 1.0 / (1.0 + np.exp(-z))
+    if name == "tanh":
+        return (np.exp(z) - np.exp(-z)) / (np.exp(z) + np.exp(-z))
+    if name == "ReLU":
+        return np.where(z > 0, z, 0.0)
+    assert name == "linear"
+    return z.copy()
+
+
+def use_float64(backend_name):
+    gpunn.use(backend_name, dtype="float64", seed=0)
+
+
+def put(a, dtype=None):
+    return backend.asarray(np.asarray(a), dtype=dtype)
+
+
+def host(a):
+    return backend.to_numpy(a).copy()
+
+
+def distinct(rng, shape):
+    """Distinct values in random order (no max-pool ties), centred on 0."""
+    n = math.prod(shape)
+    return (rng.permutation(n) - n / 2).reshape(shape) * 0.1
+
+
+# ---------------------------------------------------------------- references
+
+def conv_reference(x, w):
+    """out[n,f,i,j] = sum_{c,l,m} w[f,c,l,m] x[n,c,i+l,j+m], by loops."""
+    N, C, H, W = x.shape
+    F, _, KH, KW = w.shape
+    out = np.zeros((N, F, H - KH + 1, W - KW + 1))
+    for n, f, i, j in np.ndindex(*out.shape):
+        s = 0.0
+        for c in range(C):
+            for l in range(KH):
+                for m in range(KW):
+                    s += w[f, c, l, m] * x[n, c, i + l, j + m]
+        out[n, f, i, j] = s
+    return out
+
+
+def first_max(x, n, f, i, j, poolsize):
+    """(value, index) of the first maximum, row-major, of window (i, j)."""
+    ph, pw = poolsize
+    best, best_k = None, None
+    for r in range(ph):
+        for s in range(pw):
+            v = x[n, f, i * ph + r, j * pw + s]
+            if best is None or v > best:
+                best, best_k = v, r * pw + s
+    return best, best_k
+
+
+def max_pool_reference(x, poolsize):
+    """Max and first-argmax over non-overlapping windows, border ignored."""
+    ph, pw = poolsize
+    N, F, H, W = x.shape
+    out = np.zeros((N, F, H // ph, W // pw))
+    argmax = np.zeros(out.shape, dtype=int)
+    for idx in np.ndindex(*out.shape):
+        out[idx], argmax[idx] = first_max(x, *idx, poolsize)
+    return out, argmax
+
+
+def max_pool_backward_reference(dout, x, poolsize):
+    """Each window's gradient to its first maximum (row-major); 0 elsewhere."""
+    ph, pw = poolsize
+    dx = np.zeros(x.shape)
+    for n, f, i, j in np.ndindex(*dout.shape):
+        _, k = first_max(x, n, f, i, j, poolsize)
+        r, s = divmod(k, pw)
+        dx[n, f, i * ph + r, j * pw + s] += dout[n, f, i, j]
+    return dx
+
+
+def col2im_reference(dcol, x_shape):
+    N, OH, OW, C, KH, KW = dcol.shape
+    dx = np.zeros(x_shape)
+    for n, i, j, c, l, m in np.ndindex(*dcol.shape):
+        dx[n, c, i + l, j + m] += dcol[n, i, j, c, l, m]
+    return dx
+
+
+def dense_reference(x, w, b, scale):
+    """z[n, j] = scale * sum_k x[n, k] w[k, j] + b[j], by loops."""
+    z = np.zeros((x.shape[0], w.shape[1]))
+    for n, j in np.ndindex(*z.shape):
+        s = sum(x[n, k] * w[k, j] for k in range(w.shape[0]))
+        z[n, j] = scale * s + b[j]
+    return z
+
+
+def softmax_reference(z):
+    out = np.zeros(z.shape)
+    for n in range(len(z)):
+        e = [math.exp(v) for v in z[n]]
+        out[n] = [v / sum(e) for v in e]
+    return out
+
+
+# ------------------------------------------------------------ conv2d, im2col
+
+@pytest.mark.parametrize("x_shape, w_shape", CONV_SHAPES, ids=str)
+def test_conv2d_matches_the_books_formula(backend_name, x_shape, w_shape):
+    use_float64(backend_name)
+    rng = np.random.default_rng(0)
+    x, w = rng.normal(size=x_shape), rng.normal(size=w_shape)
+    out, col = kernels.conv2d(put(x), put(w))
+    expected = conv_reference(x, w)
+    assert out.shape == expected.shape
+    np.testing.assert_allclose(host(out), expected, rtol=1e-12, atol=1e-12)
+    # The col it keeps for the backward pass is the im2col of x.
+    np.testing.assert_array_equal(host(col),
+                                  host(kernels.im2col(put(x), *w_shape[2:])))
+
+
+@pytest.mark.parametrize("x_shape, w_shape", CONV_SHAPES, ids=str)
+def test_im2col_entries(backend_name, x_shape, w_shape):
+    use_float64(backend_name)
+    x = np.random.default_rng(1).normal(size=x_shape)
+    N, C, H, W = x_shape
+    KH, KW = w_shape[2:]
+    col = host(kernels.im2col(put(x), KH, KW))
+    assert col.shape == (N, H - KH + 1, W - KW + 1, C, KH, KW)
+    for n, i, j, c, l, m in np.ndindex(*col.shape):
+        assert col[n, i, j, c, l, m] == x[n, c, i + l, j + m]
+
+
+@pytest.mark.parametrize("x_shape, w_shape", CONV_SHAPES, ids=str)
+def test_col2im_is_the_adjoint_of_im2col(backend_name, x_shape, w_shape):
+    use_float64(backend_name)
+    rng = np.random.default_rng(2)
+    N, C, H, W = x_shape
+    KH, KW = w_shape[2:]
+    x = rng.normal(size=x_shape)
+    c = rng.normal(size=(N, H - KH + 1, W - KW + 1, C, KH, KW))
+    col = host(kernels.im2col(put(x), KH, KW))
+    dx = host(kernels.col2im(put(c), x_shape))
+    assert dx.shape == x_shape
+    lhs, rhs = np.sum(col * c), np.sum(x * dx)
+    assert abs(lhs - rhs) <= 1e-12 * np.sum(np.abs(col * c))
+    np.testing.assert_allclose(dx, col2im_reference(c, x_shape),
+                               rtol=1e-12, atol=1e-12)
+
+
+# ---------------------------------------------------------------- max-pooling
+
+@pytest.mark.parametrize("x_shape, poolsize", POOL_CASES, ids=str)
+def test_max_pool_matches_a_loop(backend_name, x_shape, poolsize):
+    use_float64(backend_name)
+    x = distinct(np.random.default_rng(3), x_shape)
+    out, argmax = kernels.max_pool(put(x), poolsize)
+    expected, expected_argmax = max_pool_reference(x, poolsize)
+    assert out.shape == argmax.shape == expected.shape
+    np.testing.assert_array_equal(host(out), expected)
+    np.testing.assert_array_equal(host(argmax), expected_argmax)
+
+
+@pytest.mark.parametrize("x_shape, poolsize", POOL_CASES, ids=str)
+def test_max_pool_backward_routes_to_the_maximum(backend_name, x_shape,
+                                                 poolsize):
+    use_float64(backend_name)
+    rng = np.random.default_rng(4)
+    x = distinct(rng, x_shape)
+    _, argmax = kernels.max_pool(put(x), poolsize)
+    ph, pw = poolsize
+    dout = rng.normal(size=(x_shape[0], x_shape[1],
+                            x_shape[2] // ph, x_shape[3] // pw))
+    dx = host(kernels.max_pool_backward(put(dout), argmax, x_shape, poolsize))
+    assert dx.shape == x_shape
+    np.testing.assert_array_equal(
+        dx, max_pool_backward_reference(dout, x, poolsize))
+
+
+def test_max_pool_ties_go_to_the_first_maximum_in_row_major_order(
+        backend_name):
+    use_float64(backend_name)
+    # Two (2, 3) windows side by side, and a border column.  Window 0 has
+    # its maximum 7 at (0, 2) and (1, 0): row-major order picks (0, 2),
+    # column-major would pick (1, 0).  Window 1 is all ties: index 0.
+    x = np.array([[[[0., 0., 7., 3., 3., 3., 9.],
+                    [7., 0., 7., 3., 3., 3., 9.]]]])
+    out, argmax = kernels.max_pool(put(x), (2, 3))
+    np.testing.assert_array_equal(host(out), [[[[7., 3.]]]])
+    np.testing.assert_array_equal(host(argmax), [[[[2, 0]]]])
+    dx = host(kernels.max_pool_backward(put([[[[10., 20.]]]]), argmax,
+                                        x.shape, (2, 3)))
+    expected = np.zeros(x.shape)
+    expected[0, 0, 0, 2], expected[0, 0, 0, 3] = 10., 20.
+    np.testing.assert_array_equal(dx, expected)
+    # The loop reference follows the same rule.
+    np.testing.assert_array_equal(
+        max_pool_backward_reference(np.array([[[[10., 20.]]]]), x, (2, 3)),
+        expected)
+
+    # (2, 2) windows: [[1, 5], [5, 2]] -> 1; [[-2, -1], [-1, -3]] -> 1.
+    x = np.array([[[[1., 5., -2., -1.],
+                    [5., 2., -1., -3.]]]])
+    out, argmax = kernels.max_pool(put(x), (2, 2))
+    np.testing.assert_array_equal(host(out), [[[[5., -1.]]]])
+    np.testing.assert_array_equal(host(argmax), [[[[1, 1]]]])
+
+
+# ---------------------------------------------------------------- layers
+
+@pytest.mark.parametrize("activation_fn", ACTIVATIONS, ids=str)
+def test_conv_pool_layer_feedforward_matches_a_loop(backend_name,
+                                                    activation_fn):
+    use_float64(backend_name)
+    rng = np.random.default_rng(5)
+    image_shape, filter_shape, poolsize = (2, 3, 9, 8), (4, 3, 3, 2), (2, 3)
+    layer = ConvPoolLayer(filter_shape, image_shape, poolsize, activation_fn)
+    w, b = host(layer.w), rng.normal(size=4)
+    layer.b[...] = put(b)
+    x = rng.normal(size=image_shape)
+    pooled, _ = max_pool_reference(conv_reference(x, w), poolsize)
+    # network3: the bias and the activation come after the pooling.
+    expected = reference_activation(activation_fn.__name__,
+                                    pooled + b.reshape(1, -1, 1, 1))
+    assert expected.shape == (2,) + layer.output_shape
+    # Inputs as network3 gives them: one flattened image per row.
+    out = host(layer.feedforward(put(x.reshape(2, -1))))
+    np.testing.assert_allclose(out, expected, rtol=1e-12, atol=1e-12)
+    # Training (no dropout on conv layers) computes the same output.
+    np.testing.assert_allclose(host(layer.forward(put(x))), expected,
+                               rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("p_dropout", [0.0, 0.5])
+@pytest.mark.parametrize("activation_fn", ACTIVATIONS, ids=str)
+def test_fully_connected_layer_feedforward_matches_the_formula(
+        backend_name, activation_fn, p_dropout):
+    use_float64(backend_name)
+    rng = np.random.default_rng(6)
+    layer = FullyConnectedLayer(5, 4, activation_fn, p_dropout=p_dropout)
+    x = rng.normal(size=(3, 5))
+    z = dense_reference(x, host(layer.w), host(layer.b), 1 - p_dropout)
+    expected = reference_activation(activation_fn.__name__, z)
+    out = host(layer.feedforward(put(x)))
+    assert out.shape == (3, 4)
+    np.testing.assert_allclose(out, expected, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("p_dropout", [0.0, 0.3])
+def test_softmax_layer_feedforward_is_a_softmax(backend_name, p_dropout):
+    use_float64(backend_name)
+    rng = np.random.default_rng(7)
+    layer = SoftmaxLayer(5, 4, p_dropout=p_dropout)
+    w, b = rng.normal(size=(5, 4)), rng.normal(size=4)
+    layer.w[...], layer.b[...] = put(w), put(b)
+    x = rng.normal(size=(3, 5))
+    out = host(layer.feedforward(put(x)))
+    np.testing.assert_allclose(out.sum(axis=1), np.ones(3), rtol=1e-12)
+    expected = softmax_reference(dense_reference(x, w, b, 1 - p_dropout))
+    np.testing.assert_allclose(out, expected, rtol=1e-12, atol=1e-15)
+
+
+def test_softmax_layer_does_not_overflow(backend_name):
+    use_float64(backend_name)
+    layer = SoftmaxLayer(2, 3)
+    layer.w[...] = put([[1., 0., 0.], [0., 1., 0.]])
+    layer.b[...] = put([800., 800., 800.])   # exp(800) overflows float64
+    x = np.array([[0., 0.], [1., -2.], [2., 1.]])
+    out = host(layer.feedforward(put(x)))
+    assert np.isfinite(out).all()
+    np.testing.assert_allclose(out.sum(axis=1), np.ones(3), rtol=1e-12)
+    # Softmax is unchanged by a shift: compare with the softmax of z - 800.
+    expected = softmax_reference(dense_reference(x, host(layer.w),
+                                                 np.zeros(3), 1.0))
+    np.testing.assert_allclose(out, expected, rtol=1e-12, atol=1e-15)
