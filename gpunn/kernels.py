@@ -91,38 +91,40 @@ def max_pool(x, poolsize):
     ignore_border=True).
 
     Returns ``(out, argmax)``, both (N, F, H//ph, W//pw): the maxima, and
-    the index (0 .. ph*pw-1, row-major in the window) of the first
-    maximum of each window, for ``max_pool_backward``.
+    the index k = i*pw + j of the first maximum in each window (row i,
+    column j of the window), for ``max_pool_backward``.
     """
-    windows = _windows(x, poolsize)
-    argmax = windows.argmax(axis=-1)
-    return windows.max(axis=-1), argmax
+    xp = get_array_module(x)
+    out = argmax = None
+    for k, entries in enumerate(_window_entries(x.shape, poolsize)):
+        v = x[entries]  # entry k of every window, a strided view
+        if out is None:
+            out, argmax = v.copy(), xp.zeros(v.shape, dtype=xp.int8)
+        else:
+            better = v > out  # strictly: a tie keeps the first maximum
+            xp.copyto(out, v, where=better)
+            xp.copyto(argmax, k, where=better)
+    return out, argmax
 
 
 def max_pool_backward(dout, argmax, x_shape, poolsize):
     """Backward pass of ``max_pool``: each window's gradient ``dout``
     (N, F, PH, PW) goes to the position of its maximum (the first one,
-    if there are ties, as in cuDNN); returns dC/dx of shape ``x_shape``."""
+    if there are ties, as in cuDNN); returns dC/dx of shape ``x_shape``
+    (zero off the maxima and on the ignored border)."""
     xp = get_array_module(dout)
-    ph, pw = poolsize
-    N, F, PH, PW = dout.shape
-    hit = xp.arange(ph * pw) == argmax[..., None]  # (N, F, PH, PW, ph*pw)
-    dwin = (hit * dout[..., None]).astype(dout.dtype, copy=False)
-    dwin = dwin.reshape(N, F, PH, PW, ph, pw).transpose(0, 1, 2, 4, 3, 5)
-    dwin = dwin.reshape(N, F, PH * ph, PW * pw)
-    if (PH * ph, PW * pw) == tuple(x_shape[2:]):
-        return dwin
-    dx = xp.zeros(x_shape, dtype=dout.dtype)  # the ignored border gets 0
-    dx[:, :, :PH * ph, :PW * pw] = dwin
+    dx = xp.zeros(x_shape, dtype=dout.dtype)
+    for k, entries in enumerate(_window_entries(x_shape, poolsize)):
+        dx[entries] = dout * (argmax == k)
     return dx
 
 
-def _windows(x, poolsize):
-    """Return the pooling windows of ``x`` (N, F, H, W) as an array of
-    shape (N, F, PH, PW, ph*pw)."""
+def _window_entries(x_shape, poolsize):
+    """For k = 0 .. ph*pw-1, the index (slices) that picks entry k of
+    every pooling window out of an array of shape ``x_shape``."""
     ph, pw = poolsize
-    N, F, H, W = x.shape
-    PH, PW = H // ph, W // pw
-    x = x[:, :, :PH * ph, :PW * pw]
-    x = x.reshape(N, F, PH, ph, PW, pw).transpose(0, 1, 2, 4, 3, 5)
-    return x.reshape(N, F, PH, PW, ph * pw)
+    PH, PW = x_shape[2] // ph, x_shape[3] // pw
+    for i in range(ph):
+        for j in range(pw):
+            yield (slice(None), slice(None),
+                   slice(i, PH * ph, ph), slice(j, PW * pw, pw))

@@ -127,7 +127,7 @@ class Network:
         w -> w - eta*(nabla_w + lmbda*w/num_training_batches), b -> b -
         eta*nabla_b, the gradient of network3's regularized cost.  Returns
         the mini-batch's log-likelihood cost as a 0-d device array."""
-        nabla_b, nabla_w, cost = self._backprop(x, y)
+        nabla_b, nabla_w, cost = self._backprop(self._inputs(x), self._labels(y))
         decay = eta * lmbda / num_training_batches
         for layer, nb, nw in zip(self.layers, nabla_b, nabla_w):
             if decay:
