@@ -7,7 +7,8 @@ Learning* in Python 3, on NumPy (CPU) or CuPy (CUDA GPU).
     gpunn.backend    the backend switch (the only module that imports CuPy)
 
 ``gpunn.use("numpy" | "cupy" | "auto", dtype="float32")`` picks the
-backend; ``GPUNN_BACKEND`` and ``GPUNN_DTYPE`` do the same from outside.
+backend; ``GPUNN_BACKEND`` and ``GPUNN_DTYPE`` do the same from outside
+(read when gpunn first needs a backend, if ``use`` was not called).
 """
 
 from gpunn import backend
@@ -15,7 +16,5 @@ from gpunn.backend import BackendError, use
 from gpunn.backend import reseed as seed
 
 __version__ = "0.1.0"
-
-backend.use_from_environment()
 
 from gpunn.mnist_loader import DataError, load_data  # noqa: E402

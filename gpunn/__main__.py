@@ -7,6 +7,7 @@ Prints the book's lines each epoch.
 """
 
 import argparse
+import os
 import sys
 
 import gpunn
@@ -57,10 +58,9 @@ def main(argv=None):
     args = parser.parse_args(argv)
 
     try:
-        if args.backend is not None or args.dtype is not None:
-            gpunn.use(args.backend or backend.name(),
-                      args.dtype or backend.floatX.name)
-        gpunn.seed(args.seed)
+        gpunn.use(args.backend or os.environ.get("GPUNN_BACKEND") or "auto",
+                  args.dtype or os.environ.get("GPUNN_DTYPE") or "float32",
+                  seed=args.seed)
         training_data, validation_data, test_data = gpunn.load_data()
     except (gpunn.BackendError, gpunn.DataError) as e:
         print("gpunn: error: {}".format(e), file=sys.stderr)

@@ -25,24 +25,40 @@ both backends.  Dropout masks are drawn on the device (``device_rng``).
 
 import os
 import sys
+import types
 
 import numpy
 
 BACKENDS = ("numpy", "cupy", "auto")
 DTYPES = ("float32", "float64")
 
-#: The active array module (``numpy`` or ``cupy``); set by ``use``.
-xp = numpy
-#: The active floating-point dtype, a ``numpy.dtype`` (Theano's name for
-#: it); set by ``use``.
-floatX = numpy.dtype("float32")
-#: Host generator for initial weights and data shuffling.
-host_rng = numpy.random.default_rng()
-#: Device generator for dropout masks (a NumPy or CuPy ``Generator``).
-device_rng = numpy.random.default_rng()
-
+# The active backend: a namespace with the four attributes below, made by
+# use().  It is chosen lazily, from the environment, the first time one of
+# them is read, so that "import gpunn; gpunn.use('numpy')" never probes
+# for CUDA nor prints the "auto" notice.
+#
+#   xp          the array module, numpy or cupy
+#   floatX      the float dtype, a numpy.dtype (Theano's name for it)
+#   host_rng    NumPy generator for initial weights and data shuffling
+#   device_rng  generator of the array module, for dropout masks
+_ACTIVE_NAMES = ("xp", "floatX", "host_rng", "device_rng")
+_active = None
 _cupy = None  # the cupy module, once it has been found usable
-_chosen = False  # has use() run (explicitly or from the environment)?
+
+
+def __getattr__(name):
+    """``backend.xp``, ``backend.floatX``, ``backend.host_rng`` and
+    ``backend.device_rng``: the active backend's (PEP 562)."""
+    if name in _ACTIVE_NAMES:
+        return getattr(_state(), name)
+    raise AttributeError("module {!r} has no attribute {!r}".format(
+        __name__, name))
+
+
+def _state():
+    if _active is None:
+        use_from_environment()
+    return _active
 
 
 class BackendError(RuntimeError):
@@ -90,7 +106,7 @@ def use(backend="auto", dtype="float32", seed=None):
     Arrays made before the switch stay where they are: move a network
     with its ``to_backend()`` method.
     """
-    global xp, floatX, _cupy, _chosen
+    global _active, _cupy
     if backend not in BACKENDS:
         raise BackendError("unknown backend {!r}: choose one of {}".format(
             backend, ", ".join(BACKENDS)))
@@ -112,9 +128,7 @@ def use(backend="auto", dtype="float32", seed=None):
         else:
             print("gpunn: using NumPy on the CPU; " + reason, file=sys.stderr)
             module = numpy
-    xp = module
-    floatX = numpy.dtype(dtype_name)
-    _chosen = True
+    _active = types.SimpleNamespace(xp=module, floatX=numpy.dtype(dtype_name))
     reseed(seed)
     return name()
 
@@ -122,20 +136,20 @@ def use(backend="auto", dtype="float32", seed=None):
 def reseed(s=None):
     """Reseed the host generator (initial weights, shuffling) and the
     device generator (dropout masks).  ``None`` draws fresh entropy."""
-    global host_rng, device_rng
-    host_rng = numpy.random.default_rng(s)
-    device_rng = xp.random.default_rng(s)
+    state = _state()
+    state.host_rng = numpy.random.default_rng(s)
+    state.device_rng = state.xp.random.default_rng(s)
 
 
 def name():
     """Return the active backend's name: ``"numpy"`` or ``"cupy"``."""
-    return "cupy" if xp is not numpy else "numpy"
+    return "numpy" if _state().xp is numpy else "cupy"
 
 
 def use_from_environment():
     """Apply ``GPUNN_BACKEND`` and ``GPUNN_DTYPE`` (defaults ``auto`` and
-    ``float32``).  Called once when gpunn is imported."""
-    if not _chosen:
+    ``float32``), unless a backend was chosen already."""
+    if _active is None:
         use(os.environ.get("GPUNN_BACKEND", "auto") or "auto",
             os.environ.get("GPUNN_DTYPE", "float32") or "float32")
 
@@ -152,8 +166,9 @@ def asarray(a, dtype=None, like=None):
     dtype) on the active backend, or on the backend of the array
     ``like`` when given.  Moves between host and device as needed; no
     copy when nothing changes."""
-    dtype = floatX if dtype is None else dtype
-    module = xp if like is None else get_array_module(like)
+    state = _state()
+    dtype = state.floatX if dtype is None else dtype
+    module = state.xp if like is None else get_array_module(like)
     if module is numpy:
         return numpy.asarray(to_numpy(a), dtype=dtype)
     return module.asarray(a, dtype=dtype)
@@ -168,5 +183,5 @@ def to_numpy(a):
 
 def synchronize():
     """Wait until the device has finished its queued work (no-op on NumPy)."""
-    if xp is not numpy:
-        xp.cuda.get_current_stream().synchronize()
+    if _state().xp is not numpy:
+        _cupy.cuda.get_current_stream().synchronize()

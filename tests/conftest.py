@@ -2,6 +2,8 @@
 backend; the CuPy variants carry the ``gpu`` mark and are skipped where
 CuPy cannot run (the reason is shown with ``-ra``)."""
 
+import types
+
 import pytest
 
 from gpunn import backend
@@ -10,9 +12,11 @@ from gpunn import backend
 @pytest.fixture(autouse=True)
 def restore_backend():
     """Leave the backend, dtype and generators as the test found them."""
-    saved = (backend.xp, backend.floatX, backend.host_rng, backend.device_rng)
+    saved = backend._active
+    if saved is not None:
+        saved = types.SimpleNamespace(**vars(saved))
     yield
-    backend.xp, backend.floatX, backend.host_rng, backend.device_rng = saved
+    backend._active = saved
 
 
 @pytest.fixture(params=["numpy", pytest.param("cupy", marks=pytest.mark.gpu)])

@@ -54,10 +54,22 @@ def test_cupy_without_cupy_is_a_clear_error():
     assert "not installed" in p.stdout and "pip install" in p.stdout
 
 
-def test_cupy_from_the_environment_without_cupy_fails_at_import():
-    p = run_python(NO_CUPY + "import gpunn", GPUNN_BACKEND="cupy")
+def test_cupy_from_the_environment_without_cupy_fails_at_first_use():
+    p = run_python(NO_CUPY + "import gpunn\nprint('imported')\n"
+                   "from gpunn.network3 import FullyConnectedLayer\n"
+                   "FullyConnectedLayer(4, 2)", GPUNN_BACKEND="cupy")
     assert p.returncode != 0
+    assert p.stdout == "imported\n"
     assert "BackendError" in p.stderr and "not installed" in p.stderr
+
+
+def test_use_before_first_use_prints_no_notice():
+    """Choosing NumPy explicitly never probes for CUDA nor prints the
+    notice that "auto" prints."""
+    p = run_python(NO_CUPY + "import gpunn\ngpunn.use('numpy')\n"
+                   "print(gpunn.backend.name())", GPUNN_BACKEND="auto")
+    assert p.returncode == 0 and p.stdout == "numpy\n"
+    assert p.stderr == ""
 
 
 def test_environment_chooses_backend_and_dtype():
@@ -74,7 +86,7 @@ def test_environment_chooses_backend_and_dtype():
     ({"GPUNN_DTYPE": "float16"}, "unsupported dtype 'float16'"),
 ])
 def test_bad_environment_values_are_rejected(env, words):
-    p = run_python("import gpunn", **env)
+    p = run_python("import gpunn\ngpunn.backend.name()", **env)
     assert p.returncode != 0
     assert words in p.stderr
 

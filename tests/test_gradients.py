@@ -312,7 +312,7 @@ DROPOUT_SEED = 11
 
 
 def fixed_mask_rng():
-    backend.device_rng = backend.xp.random.default_rng(DROPOUT_SEED)
+    backend.reseed(DROPOUT_SEED)
 
 
 def test_dropout_network_gradients_with_a_fixed_mask(backend_name):
@@ -401,7 +401,7 @@ def test_dropout_inference_scales_the_weighted_input_by_1_minus_p(
         fixed_mask_rng()
         out = backend.to_numpy(layer.feedforward(put(x)))
         np.testing.assert_allclose(out, expected, rtol=1e-12, atol=0)
-        backend.device_rng = backend.xp.random.default_rng(DROPOUT_SEED + 1)
+        backend.reseed(DROPOUT_SEED + 1)
         np.testing.assert_array_equal(
             backend.to_numpy(layer.feedforward(put(x))), out)
 
