@@ -18,3 +18,5 @@ from gpunn.backend import reseed as seed
 __version__ = "0.1.0"
 
 from gpunn.mnist_loader import DataError, load_data  # noqa: E402
+
+__all__ = ["backend", "use", "seed", "BackendError", "load_data", "DataError"]

@@ -25,3 +25,21 @@ def relative_error(a, b):
     a, b = to_numpy(a).astype(float), to_numpy(b).astype(float)
     scale = max(numpy.linalg.norm(a), numpy.linalg.norm(b))
     return 0.0 if scale == 0 else numpy.linalg.norm(a - b) / scale
+
+
+def use_float64(backend_name):
+    """Switch to ``backend_name`` in float64 (for gradient checks), seed 0."""
+    import gpunn
+    gpunn.use(backend_name, dtype="float64", seed=0)
+
+
+def put(a, dtype=None):
+    """A host array on the active backend (its float dtype unless ``dtype``)."""
+    from gpunn import backend
+    return backend.asarray(numpy.asarray(a), dtype=dtype)
+
+
+def host(a):
+    """A NumPy copy of the array ``a`` (NumPy or CuPy)."""
+    from gpunn.backend import to_numpy
+    return to_numpy(a).copy()

@@ -15,13 +15,12 @@ is at least ``MARGIN`` away, instead of loosening the tolerance.
 import numpy as np
 import pytest
 
-import gpunn
 from gpunn import backend, network2, network3
 from gpunn.activations import ReLU, linear, sigmoid, tanh
 from gpunn.costs import CrossEntropyCost, QuadraticCost
 from gpunn.layers import ConvPoolLayer, FullyConnectedLayer, SoftmaxLayer
 
-from helpers import numerical_gradient, relative_error
+from helpers import host, numerical_gradient, put, relative_error, use_float64
 
 TOLERANCE = 1e-6
 MARGIN = 1e-3  # distance from any ReLU kink / max-pool tie, >> eps = 1e-6
@@ -29,19 +28,6 @@ ACTIVATIONS = [sigmoid, tanh, ReLU, linear]
 
 
 # ---------------------------------------------------------------- helpers
-
-def use_float64(backend_name):
-    gpunn.use(backend_name, dtype="float64", seed=0)
-
-
-def put(a, dtype=None):
-    """A host array on the active backend (float64 unless ``dtype``)."""
-    return backend.asarray(np.asarray(a), dtype=dtype)
-
-
-def host(a):
-    return backend.to_numpy(a).copy()
-
 
 def randomize(layers, rng, scale=1.0):
     """Overwrite every w and b in place with N(0, scale^2) entries (the
@@ -63,6 +49,16 @@ def assert_gradient(analytic, numeric, name):
     assert np.linalg.norm(numeric) > 0, name + ": numerical gradient is 0"
     error = relative_error(analytic, numeric)
     assert error < TOLERANCE, "{}: relative error {:.3g}".format(name, error)
+
+
+def assert_network_gradients(net, C, nabla_b, nabla_w):
+    """Check backprop's nabla_b, nabla_w of every layer of ``net`` against
+    the numerical gradient of the cost ``C()``."""
+    for l, layer in enumerate(net.layers):
+        assert_gradient(nabla_w[l], numerical_gradient(C, layer.w),
+                        "nabla_w[{}]".format(l))
+        assert_gradient(nabla_b[l], numerical_gradient(C, layer.b),
+                        "nabla_b[{}]".format(l))
 
 
 def pool_gap(conv_out, poolsize):
@@ -345,11 +341,7 @@ def test_dropout_network_gradients_with_a_fixed_mask(backend_name):
             a = layer.forward(a)
         return mean_log_likelihood(a, y)
 
-    for l, layer in enumerate(net.layers):
-        assert_gradient(nabla_w[l], numerical_gradient(C, layer.w),
-                        "nabla_w[{}]".format(l))
-        assert_gradient(nabla_b[l], numerical_gradient(C, layer.b),
-                        "nabla_b[{}]".format(l))
+    assert_network_gradients(net, C, nabla_b, nabla_w)
     # Every cost evaluation saw the same masks.
     C()
     for mask, layer in zip(masks, net.layers):
@@ -458,8 +450,4 @@ def test_chapter6_network_backprop_gradients(backend_name):
             a = layer.forward(a)
         return mean_log_likelihood(a, y)
 
-    for l, layer in enumerate(net.layers):
-        assert_gradient(nabla_w[l], numerical_gradient(C, layer.w),
-                        "nabla_w[{}]".format(l))
-        assert_gradient(nabla_b[l], numerical_gradient(C, layer.b),
-                        "nabla_b[{}]".format(l))
+    assert_network_gradients(net, C, nabla_b, nabla_w)

@@ -12,10 +12,11 @@ import math
 import numpy as np
 import pytest
 
-import gpunn
-from gpunn import backend, kernels
+from gpunn import kernels
 from gpunn.activations import ReLU, linear, sigmoid, tanh
 from gpunn.layers import ConvPoolLayer, FullyConnectedLayer, SoftmaxLayer
+
+from helpers import host, put, use_float64
 
 # (image shape (N, C, H, W), filter shape (F, C, KH, KW))
 CONV_SHAPES = [
@@ -47,18 +48,6 @@ def reference_activation(name, z):
         return np.where(z > 0, z, 0.0)
     assert name == "linear"
     return z.copy()
-
-
-def use_float64(backend_name):
-    gpunn.use(backend_name, dtype="float64", seed=0)
-
-
-def put(a, dtype=None):
-    return backend.asarray(np.asarray(a), dtype=dtype)
-
-
-def host(a):
-    return backend.to_numpy(a).copy()
 
 
 def distinct(rng, shape):
