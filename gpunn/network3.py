@@ -166,6 +166,9 @@ class Network:
             raise ValueError("SGD's mini_batch_size ({}) must equal the "
                              "network's ({})".format(mini_batch_size,
                                                      self.mini_batch_size))
+        if validation_data is None:
+            raise ValueError("SGD needs validation_data: network3 keeps the "
+                             "epoch with the best validation accuracy")
         training_x, training_y = self._data(training_data)
         validation_data = self._data(validation_data)
         test_data = self._data(test_data) if test_data is not None else None

@@ -214,6 +214,8 @@ def test_network3_checks_the_layer_stack():
         net.SGD(data, 1, 5, 0.1, data)
     with pytest.raises(ValueError, match="must equal the network's"):
         net.SGD(data, 1, 2, 0.1, data)
+    with pytest.raises(ValueError, match="SGD needs validation_data"):
+        net.SGD(data, 1, 5, 0.1, None)
 
 
 def test_the_book_conv_py_calls_run_unchanged(capsys):
