@@ -127,7 +127,12 @@ class Network:
         w -> w - eta*(nabla_w + lmbda*w/num_training_batches), b -> b -
         eta*nabla_b, the gradient of network3's regularized cost.  Returns
         the mini-batch's log-likelihood cost as a 0-d device array."""
-        nabla_b, nabla_w, cost = self._backprop(self._inputs(x), self._labels(y))
+        return self._update(self._inputs(x), self._labels(y), eta, lmbda,
+                            num_training_batches)
+
+    def _update(self, x, y, eta, lmbda, num_training_batches):
+        """``update_mini_batch`` on arrays already on the network's backend."""
+        nabla_b, nabla_w, cost = self._backprop(x, y)
         decay = eta * lmbda / num_training_batches
         for layer, nb, nw in zip(self.layers, nabla_b, nabla_w):
             if decay:
@@ -189,7 +194,7 @@ class Network:
                 batch = slice(minibatch_index * mini_batch_size,
                               (minibatch_index + 1) * mini_batch_size)
                 # cost_sum stays on the device: one read per epoch, below.
-                cost_sum = cost_sum + self.update_mini_batch(
+                cost_sum = cost_sum + self._update(
                     training_x[batch], training_y[batch], eta, lmbda,
                     num_training_batches)
             record = {"epoch": epoch,
