@@ -12,23 +12,10 @@ import sys
 
 import gpunn
 from gpunn import backend
-from gpunn.network3 import (ConvPoolLayer, FullyConnectedLayer, Network,
-                            ReLU, SoftmaxLayer)
+from gpunn.experiments import EXPERIMENTS
 
-MINI_BATCH_SIZE, ETA, LMBDA = 10, 0.03, 0.1
-
-
-def dbl_conv_relu(mini_batch_size=MINI_BATCH_SIZE):
-    """The network of the book's dbl_conv_relu experiment."""
-    return Network([
-        ConvPoolLayer(image_shape=(mini_batch_size, 1, 28, 28),
-                      filter_shape=(20, 1, 5, 5), poolsize=(2, 2),
-                      activation_fn=ReLU),
-        ConvPoolLayer(image_shape=(mini_batch_size, 20, 12, 12),
-                      filter_shape=(40, 20, 5, 5), poolsize=(2, 2),
-                      activation_fn=ReLU),
-        FullyConnectedLayer(n_in=40*4*4, n_out=100, activation_fn=ReLU),
-        SoftmaxLayer(n_in=100, n_out=10)], mini_batch_size)
+EXPERIMENT = EXPERIMENTS["dbl_conv_relu"]
+MINI_BATCH_SIZE = 10
 
 
 def _positive_int(text):
@@ -68,11 +55,11 @@ def main(argv=None):
     if args.limit is not None:
         training_data = tuple(a[:args.limit] for a in training_data)
     print("Conv + Conv + FC, relu, with regularization {} on {} ({}), {} "
-          "training images".format(LMBDA, backend.name(), backend.floatX.name,
-                                   len(training_data[0])))
-    net = dbl_conv_relu()
-    net.SGD(training_data, args.epochs, MINI_BATCH_SIZE, ETA,
-            validation_data, test_data, lmbda=LMBDA)
+          "training images".format(EXPERIMENT.lmbda, backend.name(),
+                                   backend.floatX.name, len(training_data[0])))
+    net = EXPERIMENT.network(MINI_BATCH_SIZE)
+    net.SGD(training_data, args.epochs, MINI_BATCH_SIZE, EXPERIMENT.eta,
+            validation_data, test_data, lmbda=EXPERIMENT.lmbda)
     return 0
 
 

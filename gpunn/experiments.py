@@ -1,0 +1,115 @@
+"""experiments.py
+~~~~~~~~~~~~~~~~~
+
+The chapter-6 experiments of the book's ``conv.py``, as data: each
+network, and the hyperparameters and accuracy the book gives for it.
+
+``EXPERIMENTS[name]`` is an ``Experiment``; ``experiment.network(
+mini_batch_size)`` builds a fresh network (initial weights from gpunn's
+seeded generator).  The benchmark suite and the command line use these
+definitions, so there is one description of each of the book's models.
+"""
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+from gpunn.network3 import (ConvPoolLayer, FullyConnectedLayer, Network,
+                            ReLU, SoftmaxLayer, sigmoid)
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """One of the book's chapter-6 runs."""
+    name: str
+    description: str
+    layers: Callable  # layers(mini_batch_size) -> list of layers
+    eta: float
+    epochs: int = 60
+    lmbda: float = 0.0
+    expanded_data: bool = False
+    book_accuracy: float = None  # test accuracy the book reports, in %
+    options: dict = field(default_factory=dict)
+
+    def network(self, mini_batch_size=10):
+        """A fresh network of this experiment for ``mini_batch_size``."""
+        return Network(self.layers(mini_batch_size), mini_batch_size)
+
+
+def conv_layers(mini_batch_size, activation_fn, double=True):
+    """One or two of conv.py's conv-pool layers: 20 filters 5x5 on the
+    28x28 image, then 40 filters 5x5 on the 20 12x12 maps."""
+    layers = [ConvPoolLayer(image_shape=(mini_batch_size, 1, 28, 28),
+                            filter_shape=(20, 1, 5, 5), poolsize=(2, 2),
+                            activation_fn=activation_fn)]
+    if double:
+        layers.append(ConvPoolLayer(image_shape=(mini_batch_size, 20, 12, 12),
+                                    filter_shape=(40, 20, 5, 5),
+                                    poolsize=(2, 2), activation_fn=activation_fn))
+    return layers
+
+
+def relu_net(n, fc_layers=1, p_dropout=(0.0, 0.0, 0.0)):
+    """conv.py's ReLU networks: two conv-pool layers, ``fc_layers`` fully
+    connected layers of ``n`` ReLU neurons, softmax; dropout ``p_dropout``
+    for the fully connected and softmax layers' inputs."""
+    def layers(mini_batch_size):
+        fc, n_in = [], 40 * 4 * 4
+        for j in range(fc_layers):
+            fc.append(FullyConnectedLayer(n_in=n_in, n_out=n, activation_fn=ReLU,
+                                          p_dropout=p_dropout[j]))
+            n_in = n
+        return conv_layers(mini_batch_size, ReLU) + fc + [
+            SoftmaxLayer(n_in=n, n_out=10, p_dropout=p_dropout[-1])]
+    return layers
+
+
+def _list(*experiments):
+    return {e.name: e for e in experiments}
+
+
+EXPERIMENTS = _list(
+    Experiment(
+        "shallow", "100 sigmoid neurons, softmax",
+        lambda m: [FullyConnectedLayer(n_in=784, n_out=100),
+                   SoftmaxLayer(n_in=100, n_out=10)],
+        eta=0.1, book_accuracy=97.80),
+    Experiment(
+        "basic_conv", "conv-pool 20x5x5, 100 sigmoid neurons, softmax",
+        lambda m: conv_layers(m, sigmoid, double=False) + [
+            FullyConnectedLayer(n_in=20*12*12, n_out=100),
+            SoftmaxLayer(n_in=100, n_out=10)],
+        eta=0.1, book_accuracy=98.78),
+    Experiment(
+        "omit_FC", "conv-pool 20x5x5, softmax",
+        lambda m: conv_layers(m, sigmoid, double=False) + [
+            SoftmaxLayer(n_in=20*12*12, n_out=10)],
+        eta=0.1),
+    Experiment(
+        "dbl_conv", "two conv-pool layers, 100 sigmoid neurons, softmax",
+        lambda m: conv_layers(m, sigmoid) + [
+            FullyConnectedLayer(n_in=40*4*4, n_out=100),
+            SoftmaxLayer(n_in=100, n_out=10)],
+        eta=0.1, book_accuracy=99.06),
+    Experiment(
+        "dbl_conv_relu", "two ReLU conv-pool layers, 100 ReLU neurons, softmax",
+        relu_net(100), eta=0.03, lmbda=0.1, book_accuracy=99.23),
+    *[Experiment(
+        "expanded_data_{}".format(n),
+        "dbl_conv_relu with {} ReLU neurons, expanded data".format(n),
+        relu_net(n), eta=0.03, lmbda=0.1, expanded_data=True,
+        book_accuracy=accuracy, options={"n": n})
+      for n, accuracy in ((100, 99.37), (300, 99.46), (1000, 99.43))],
+    *[Experiment(
+        "expanded_data_double_fc_{}".format(n),
+        "two fully connected layers of {} ReLU neurons, expanded data".format(n),
+        relu_net(n, fc_layers=2), eta=0.03, lmbda=0.1, expanded_data=True,
+        book_accuracy=accuracy, options={"n": n})
+      for n, accuracy in ((100, 99.43), (300, 99.48), (1000, 99.47))],
+    Experiment(
+        "double_fc_dropout",
+        "two fully connected layers of 1000 ReLU neurons, dropout 0.5, "
+        "expanded data",
+        relu_net(1000, fc_layers=2, p_dropout=(0.5, 0.5, 0.5)),
+        eta=0.03, epochs=40, expanded_data=True, book_accuracy=99.60,
+        options={"p_dropout": (0.5, 0.5, 0.5)}),
+)
