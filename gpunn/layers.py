@@ -80,17 +80,17 @@ class ConvPoolLayer:
         (m, F, PH, PW)."""
         x = inpt.reshape((-1,) + self.image_shape[1:])
         conv_out, _ = kernels.conv2d(x, self.w)
-        pooled_out, _ = kernels.max_pool(conv_out, self.poolsize)
+        pooled_out = kernels.max_pool(conv_out, self.poolsize)
         return self.activation_fn(pooled_out + self.b.reshape(1, -1, 1, 1))
 
     def forward(self, inpt):
         """Training: as ``feedforward``, keeping what ``backward`` needs."""
         self.x_shape = (len(inpt),) + self.image_shape[1:]
-        conv_out, self.col = kernels.conv2d(inpt.reshape(self.x_shape), self.w)
-        self.conv_shape = conv_out.shape
-        pooled_out, self.argmax = kernels.max_pool(conv_out, self.poolsize)
+        self.conv_out, self.col = kernels.conv2d(inpt.reshape(self.x_shape),
+                                                 self.w)
+        self.pooled_out = kernels.max_pool(self.conv_out, self.poolsize)
         # network3: bias and activation come after the pooling.
-        self.z = pooled_out + self.b.reshape(1, -1, 1, 1)
+        self.z = self.pooled_out + self.b.reshape(1, -1, 1, 1)
         self.a = self.activation_fn(self.z)
         return self.a
 
@@ -103,7 +103,7 @@ class ConvPoolLayer:
         nabla_b = delta.sum(axis=(0, 2, 3))                   # BP3
         # Through the pooling: each window's delta goes to its maximum.
         nabla_conv = kernels.max_pool_backward(
-            delta, self.argmax, self.conv_shape, self.poolsize)
+            delta, self.conv_out, self.pooled_out, self.poolsize)
         nabla_w, nabla_inpt = kernels.conv2d_backward(        # BP4
             nabla_conv, self.col, self.w, self.x_shape, need_input_grad)
         return nabla_inpt, nabla_b, nabla_w

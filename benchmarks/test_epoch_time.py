@@ -1,0 +1,135 @@
+"""Seconds per 50,000-image training epoch of each chapter-6 model, for
+each backend (gpunn on NumPy and CuPy; the PyTorch peer on CPU and CUDA)
+and mini-batch size (10, the book's; 64; 256).
+
+How the epoch time is obtained: after a warm-up of 3 steps, each timed
+round runs ``steps`` consecutive training steps (the body of network3's
+SGD loop: forward, backward, update, on mini-batches of real MNIST that
+already sit on the device) and then synchronizes the device; the median
+round, divided by ``steps`` and multiplied by the 50,000 // mini-batch
+steps of an epoch, is the epoch time.  Evaluation on the validation and
+test sets is not included.  float32, as in the book's GPU runs.
+
+Run (about 10 minutes on 2 cores; results one JSON file per machine)::
+
+    python -m pytest benchmarks --benchmark-enable \\
+        --benchmark-json=benchmarks/results/NAME.json
+    python -m benchmarks.report benchmarks/results/*.json
+
+Without ``--benchmark-enable`` (the default test run disables timing)
+every case runs one untimed step, so the suite cannot rot.
+"""
+
+import pytest
+
+import gpunn
+from gpunn import backend
+from gpunn.experiments import EXPERIMENTS
+
+from benchmarks.machine import cupy_or_none, machine
+from benchmarks.flops import EPOCH_IMAGES, flops_per_epoch
+
+MINI_BATCH_SIZES = (10, 64, 256)
+BACKENDS = ("gpunn-numpy", "gpunn-cupy", "torch-cpu", "torch-cuda")
+ROUNDS, WARMUP_STEPS = 3, 3
+
+
+@pytest.fixture(scope="session")
+def mnist():
+    """The real MNIST training images and labels, on the host."""
+    gpunn.use("numpy", "float32")
+    (x, y), _, _ = gpunn.load_data()
+    return x, y
+
+
+def trainer(name, experiment, mini_batch_size, x, y):
+    """Return ``(step, synchronize, peak_memory_mib)`` for one backend:
+    ``step(i)`` trains on the i-th mini-batch of ``x``, ``y``."""
+    framework, device = name.split("-")
+    gpunn.use("cupy" if device == "cupy" else "numpy", "float32", seed=0)
+    net = experiment.network(mini_batch_size)
+    n_batches = EPOCH_IMAGES // mini_batch_size
+    eta, lmbda = experiment.eta, experiment.lmbda
+    batches = [slice(k * mini_batch_size, (k + 1) * mini_batch_size)
+               for k in range(n_batches)]
+
+    if framework == "gpunn":
+        x, y = net._inputs(x), net._labels(y)  # the whole set, on the device
+
+        def step(i):
+            b = batches[i % n_batches]
+            net._update(x[b], y[b], eta, lmbda, n_batches)
+        if device == "numpy":
+            return step, lambda: None, lambda: None
+        pool = backend.xp.get_default_memory_pool()
+        return step, backend.synchronize, lambda: pool.total_bytes() / 2**20
+
+    from benchmarks import torch_peer
+    import torch
+    peer = torch_peer.TorchNet.from_gpunn(net, device=device)
+    x, y = peer._inputs(x), peer._labels(y)
+
+    def step(i):
+        b = batches[i % n_batches]
+        peer.train_step(x[b], y[b], eta, lmbda, n_batches)
+    peak = (lambda: torch.cuda.max_memory_allocated() / 2**20) \
+        if device == "cuda" else (lambda: None)
+    return step, lambda: torch_peer.synchronize(device), peak
+
+
+def skip_reason(name):
+    framework, device = name.split("-")
+    if framework == "torch":
+        try:
+            import torch
+        except ImportError:
+            return "PyTorch is not installed"
+        if device == "cuda" and not torch.cuda.is_available():
+            return "PyTorch sees no CUDA device"
+    elif device == "cupy" and cupy_or_none() is None:
+        return backend._usable_cupy()[1]
+    return None
+
+
+@pytest.mark.parametrize("name", BACKENDS)
+@pytest.mark.parametrize("mini_batch_size", MINI_BATCH_SIZES)
+@pytest.mark.parametrize("model", list(EXPERIMENTS))
+def test_epoch_time(benchmark, request, mnist, model, mini_batch_size, name):
+    reason = skip_reason(name)
+    if reason:
+        pytest.skip(reason)
+    experiment = EXPERIMENTS[model]
+    step, synchronize, peak_memory = trainer(name, experiment, mini_batch_size,
+                                             *mnist)
+    steps = request.config.getoption("--steps") or \
+        max(5, 2000 // mini_batch_size)
+    if benchmark.disabled:
+        steps = 1
+
+    def run(start=[0]):  # a round: `steps` steps on the following batches
+        for i in range(start[0], start[0] + steps):
+            step(i)
+        start[0] += steps
+        synchronize()
+
+    for i in range(0 if benchmark.disabled else WARMUP_STEPS):
+        step(i)
+    synchronize()
+    benchmark.group = "{} mini-batch {}".format(model, mini_batch_size)
+    benchmark.pedantic(run, rounds=ROUNDS, iterations=1)
+
+    epoch_steps = EPOCH_IMAGES // mini_batch_size
+    flops = flops_per_epoch(experiment.network(mini_batch_size), mini_batch_size)
+    info = {"model": model, "mini_batch_size": mini_batch_size,
+            "framework": name.split("-")[0],
+            "device": "cpu" if name.endswith(("numpy", "cpu")) else "cuda",
+            "backend": name, "dtype": "float32", "steps": steps,
+            "epoch_steps": epoch_steps, "flops_per_epoch": flops,
+            "peak_memory_mib": peak_memory()}
+    if not benchmark.disabled:
+        seconds = benchmark.stats.stats.median / steps * epoch_steps
+        rate = machine(request.config)["matmul_gflops"][
+            "cpu" if info["device"] == "cpu" else "gpu"]
+        info.update(epoch_seconds=seconds, achieved_gflops=flops / seconds / 1e9,
+                    fraction_of_matmul_peak=flops / seconds / 1e9 / rate)
+    benchmark.extra_info.update(info)
