@@ -66,6 +66,9 @@ def trainer(name, experiment, mini_batch_size, x, y):
 
     from benchmarks import torch_peer
     import torch
+    # Equal precision: cuDNN may use TF32 for float32 convolutions, CuPy not.
+    torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cuda.matmul.allow_tf32 = False
     peer = torch_peer.TorchNet.from_gpunn(net, device=device)
     x, y = peer._inputs(x), peer._labels(y)
 

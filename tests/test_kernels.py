@@ -176,6 +176,24 @@ def test_col2im_is_the_adjoint_of_im2col(backend_name, x_shape, w_shape):
                                rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize("x_shape, w_shape", CONV_SHAPES, ids=str)
+def test_col2im_matmul_equals_col2im_of_the_product(backend_name, x_shape,
+                                                    w_shape):
+    """The backward pass's col2im_matmul against its reference, col2im."""
+    use_float64(backend_name)
+    rng = np.random.default_rng(5)
+    N, C, H, W = x_shape
+    F, _, KH, KW = w_shape
+    OH, OW = H - KH + 1, W - KW + 1
+    dout2 = rng.normal(size=(N * OH * OW, F))
+    w = rng.normal(size=w_shape)
+    w_matrix = w.transpose(0, 2, 3, 1).reshape(F, -1)  # patches are (KH, KW, C)
+    expected = col2im_reference((dout2 @ w_matrix).reshape(N, OH, OW, KH, KW, C),
+                                x_shape)
+    got = host(kernels.col2im_matmul(put(dout2), put(w), x_shape))
+    np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-12)
+
+
 # ---------------------------------------------------------------- max-pooling
 
 @pytest.mark.parametrize("x_shape, poolsize", POOL_CASES, ids=str)
