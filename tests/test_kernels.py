@@ -176,10 +176,20 @@ def test_col2im_is_the_adjoint_of_im2col(backend_name, x_shape, w_shape):
                                rtol=1e-12, atol=1e-12)
 
 
+@pytest.fixture(params=[True, False], ids=["compiled", "generic"])
+def fast_cpu(request, monkeypatch):
+    """Run with the compiled CPU kernels (kernels_cpu, numba) and without."""
+    if request.param and kernels.kernels_cpu is None:
+        pytest.skip("numba is not installed")
+    monkeypatch.setattr(kernels, "FAST_CPU", request.param)
+    return request.param
+
+
 @pytest.mark.parametrize("x_shape, w_shape", CONV_SHAPES, ids=str)
-def test_col2im_matmul_equals_col2im_of_the_product(backend_name, x_shape,
-                                                    w_shape):
-    """The backward pass's col2im_matmul against its reference, col2im."""
+def test_col2im_matmul_equals_col2im_of_the_product(backend_name, fast_cpu,
+                                                    x_shape, w_shape):
+    """The backward pass's col2im_matmul, compiled and generic, against
+    its reference, col2im of the product."""
     use_float64(backend_name)
     rng = np.random.default_rng(5)
     N, C, H, W = x_shape
