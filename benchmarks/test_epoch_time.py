@@ -10,7 +10,7 @@ round, divided by ``steps`` and multiplied by the 50,000 // mini-batch
 steps of an epoch, is the epoch time.  Evaluation on the validation and
 test sets is not included.  float32, as in the book's GPU runs.
 
-Run (about 10 minutes on 2 cores; results one JSON file per machine)::
+Run (about 2 minutes on 2 cores, CPU only; one JSON file per machine)::
 
     python -m pytest benchmarks --benchmark-enable \\
         --benchmark-json=benchmarks/results/NAME.json
@@ -31,7 +31,7 @@ from benchmarks.flops import EPOCH_IMAGES, flops_per_epoch
 
 MINI_BATCH_SIZES = (10, 64, 256)
 BACKENDS = ("gpunn-numpy", "gpunn-cupy", "torch-cpu", "torch-cuda")
-ROUNDS, WARMUP_STEPS = 3, 3
+ROUNDS, WARMUP_STEPS = 5, 3
 
 
 @pytest.fixture(scope="session")
