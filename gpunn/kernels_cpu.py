@@ -20,7 +20,8 @@ layer, whose idle threads busy-wait, they fought the BLAS's threads for
 the cores (a col2im right after a product ran 9 times slower than
 alone); with its "workqueue" layer, each launch cost more than it saved
 (dbl_conv_relu's step took 1.8 ms instead of 1.2 at mini-batch 10, and
-9.8 instead of 7.8 at 64).
+9.8 instead of 7.8 at 64).  Two Python threads, each on half of the
+mini-batch, gained at 256 but nothing steady at 64 and lost at 10.
 """
 
 import numpy
