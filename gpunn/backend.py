@@ -141,6 +141,12 @@ def reseed(s=None):
     state.device_rng = state.xp.random.default_rng(s)
 
 
+def seed_dropout(s):
+    """Reseed only the device generator (dropout masks) with ``s``."""
+    state = _state()
+    state.device_rng = state.xp.random.default_rng(s)
+
+
 def name():
     """Return the active backend's name: ``"numpy"`` or ``"cupy"``."""
     return "numpy" if _state().xp is numpy else "cupy"

@@ -113,3 +113,58 @@ EXPERIMENTS = _list(
         eta=0.03, epochs=40, expanded_data=True, book_accuracy=99.60,
         options={"p_dropout": (0.5, 0.5, 0.5)}),
 )
+
+
+#: conv.py's functions, by name, with the option each takes (the CLI's
+#: ``gpunn train NAME``): dbl_conv's activation, the expanded-data nets'
+#: n, double_fc_dropout's three dropout probabilities.
+CONV_PY = ("shallow", "basic_conv", "omit_FC", "dbl_conv",
+           "regularized_dbl_conv", "dbl_conv_relu", "expanded_data",
+           "expanded_data_double_fc", "double_fc_dropout")
+
+
+def experiment(name, n=100, activation_fn=sigmoid, p_dropout=(0.5, 0.5, 0.5)):
+    """The experiment that conv.py's function ``name`` runs, with its
+    option: ``activation_fn`` for dbl_conv, ``n`` (neurons per fully
+    connected layer) for expanded_data and expanded_data_double_fc,
+    ``p_dropout`` for double_fc_dropout."""
+    if name == "dbl_conv":
+        return Experiment(
+            "dbl_conv", "two conv-pool layers, 100 {} neurons, softmax".format(
+                activation_fn),
+            lambda m: conv_layers(m, activation_fn) + [
+                FullyConnectedLayer(n_in=40*4*4, n_out=100,
+                                    activation_fn=activation_fn),
+                SoftmaxLayer(n_in=100, n_out=10)],
+            eta=0.1, book_accuracy=99.06 if activation_fn is sigmoid else None,
+            options={"activation": str(activation_fn)})
+    if name == "regularized_dbl_conv":
+        # The book tried lmbda from 0.00001 to 100 and left it out of the
+        # chapter ("basic l2 regularization didn't help much").
+        return Experiment(
+            "regularized_dbl_conv", "dbl_conv (sigmoid) with L2, lmbda 0.1",
+            EXPERIMENTS["dbl_conv"].layers, eta=0.1, lmbda=0.1)
+    if name in ("expanded_data", "expanded_data_double_fc"):
+        known = EXPERIMENTS.get("{}_{}".format(name, n))
+        if known is not None:
+            return known
+        return Experiment(
+            "{}_{}".format(name, n),
+            "{} fully connected layer(s) of {} ReLU neurons, expanded data"
+            .format(1 if name == "expanded_data" else 2, n),
+            relu_net(n, fc_layers=1 if name == "expanded_data" else 2),
+            eta=0.03, lmbda=0.1, expanded_data=True, options={"n": n})
+    if name == "double_fc_dropout":
+        p_dropout = tuple(float(p) for p in p_dropout)
+        if p_dropout == (0.5, 0.5, 0.5):
+            return EXPERIMENTS["double_fc_dropout"]
+        return Experiment(
+            "double_fc_dropout",
+            "two fully connected layers of 1000 ReLU neurons, dropout {}, "
+            "expanded data".format(p_dropout),
+            relu_net(1000, fc_layers=2, p_dropout=p_dropout), eta=0.03,
+            epochs=40, expanded_data=True, options={"p_dropout": p_dropout})
+    if name in EXPERIMENTS:
+        return EXPERIMENTS[name]
+    raise ValueError("unknown experiment {!r}: choose one of {}".format(
+        name, ", ".join(CONV_PY)))

@@ -26,6 +26,8 @@ test accuracy whenever the validation accuracy is the best so far.
 
 import time
 
+import numpy
+
 from gpunn import backend
 from gpunn.activations import ReLU, linear, sigmoid, tanh  # noqa: F401 (the book's names)
 from gpunn.backend import get_array_module
@@ -130,9 +132,16 @@ class Network:
         return self._update(self._inputs(x), self._labels(y), eta, lmbda,
                             num_training_batches)
 
-    def _update(self, x, y, eta, lmbda, num_training_batches):
-        """``update_mini_batch`` on arrays already on the network's backend."""
+    def _update(self, x, y, eta, lmbda, num_training_batches,
+                gradient_norms=None):
+        """``update_mini_batch`` on arrays already on the network's backend.
+        If ``gradient_norms`` is a list, the norm of each layer's nabla_w
+        is added to its entries (device scalars: no synchronization)."""
         nabla_b, nabla_w, cost = self._backprop(x, y)
+        if gradient_norms is not None:
+            xp = get_array_module(x)
+            for l, nw in enumerate(nabla_w):
+                gradient_norms[l] = gradient_norms[l] + xp.sqrt((nw * nw).sum())
         decay = eta * lmbda / num_training_batches
         for layer, nb, nw in zip(self.layers, nabla_b, nabla_w):
             if decay:
@@ -158,7 +167,9 @@ class Network:
             0.5 * lmbda * self.l2_norm_squared() / num_training_batches
 
     def SGD(self, training_data, epochs, mini_batch_size, eta,
-            validation_data, test_data=None, lmbda=0.0):
+            validation_data, test_data=None, lmbda=0.0, *, history=None,
+            seed=None, on_epoch=None, progress=None, log=print,
+            monitor_gradients=False):
         """Train the network using mini-batch stochastic gradient descent,
         printing the book's lines each epoch.  The data sets are (x, y)
         pairs as ``load_data_shared`` returns them (moved to the network's
@@ -166,7 +177,24 @@ class Network:
         epoch with ``epoch``, ``training_cost`` (mean log-likelihood of
         the epoch's mini-batches, as trained: dropout on, no L2 term),
         ``validation_accuracy``, ``test_accuracy`` (None unless this epoch
-        is the best so far, as in network3) and ``seconds``."""
+        is the best so far, as in network3) and ``seconds``.
+
+        gpunn's options, all off by default (keyword only):
+
+        - ``history``: the records of epochs already done (a resumed run):
+          training goes on from epoch len(history) to ``epochs``, and the
+          best validation accuracy so far counts.
+        - ``seed``: draw epoch e's dropout masks from a generator seeded
+          by (seed, e), so that any epoch can be replayed: a resumed run
+          ends with the weights of an uninterrupted one.
+        - ``on_epoch(record)``: called after each epoch (logs, checkpoints).
+        - ``progress(epoch, n)``: returns a progress bar (``update(k)``,
+          ``close()``, as tqdm's) for an epoch of n images.
+        - ``log``: prints the book's lines (default ``print``).
+        - ``monitor_gradients``: each record gets ``gradient_norms``, the
+          mean norm of each layer's nabla_w over the epoch (chapter 5's
+          speed of learning).
+        """
         if int(mini_batch_size) != self.mini_batch_size:
             raise ValueError("SGD's mini_batch_size ({}) must equal the "
                              "network's ({})".format(mini_batch_size,
@@ -182,43 +210,62 @@ class Network:
             raise ValueError("mini_batch_size {} is larger than the {} training "
                              "examples".format(mini_batch_size, len(training_x)))
 
-        history = []
+        history = list(history or [])
         best_validation_accuracy, best_iteration, test_accuracy = 0.0, None, None
-        for epoch in range(epochs):
+        for record in history:  # a resumed run: the best epoch so far
+            if record["validation_accuracy"] >= best_validation_accuracy:
+                best_validation_accuracy = record["validation_accuracy"]
+                best_iteration = num_training_batches * (record["epoch"] + 1) - 1
+                test_accuracy = record["test_accuracy"]
+        for epoch in range(len(history), epochs):
             start = time.perf_counter()
+            if seed is not None:
+                backend.seed_dropout(epoch_seed(seed, epoch))
+            bar = progress(epoch, num_training_batches * mini_batch_size) \
+                if progress else None
+            norms = [0.0] * len(self.layers) if monitor_gradients else None
             cost_sum = 0.0
             for minibatch_index in range(num_training_batches):
                 iteration = num_training_batches * epoch + minibatch_index
                 if iteration % 1000 == 0:
-                    print("Training mini-batch number {0}".format(iteration))
+                    log("Training mini-batch number {0}".format(iteration))
                 batch = slice(minibatch_index * mini_batch_size,
                               (minibatch_index + 1) * mini_batch_size)
                 # cost_sum stays on the device: one read per epoch, below.
                 cost_sum = cost_sum + self._update(
                     training_x[batch], training_y[batch], eta, lmbda,
-                    num_training_batches)
+                    num_training_batches, norms)
+                if bar is not None:
+                    bar.update(mini_batch_size)
+            if bar is not None:
+                bar.close()
             record = {"epoch": epoch,
                       "training_cost": float(cost_sum) / num_training_batches,
                       "validation_accuracy": self.accuracy(validation_data),
                       "test_accuracy": None}
-            print("Epoch {0}: validation accuracy {1:.2%}".format(
+            if norms is not None:
+                record["gradient_norms"] = [float(n) / num_training_batches
+                                            for n in norms]
+            log("Epoch {0}: validation accuracy {1:.2%}".format(
                 epoch, record["validation_accuracy"]))
             if record["validation_accuracy"] >= best_validation_accuracy:
-                print("This is the best validation accuracy to date.")
+                log("This is the best validation accuracy to date.")
                 best_validation_accuracy = record["validation_accuracy"]
                 best_iteration = iteration
                 if test_data:
                     test_accuracy = record["test_accuracy"] = \
                         self.accuracy(test_data)
-                    print("The corresponding test accuracy is {0:.2%}".format(
+                    log("The corresponding test accuracy is {0:.2%}".format(
                         test_accuracy))
             record["seconds"] = time.perf_counter() - start
             history.append(record)
-        print("Finished training network.")
-        print("Best validation accuracy of {0:.2%} obtained at iteration {1}"
-              .format(best_validation_accuracy, best_iteration))
+            if on_epoch is not None:
+                on_epoch(record)
+        log("Finished training network.")
+        log("Best validation accuracy of {0:.2%} obtained at iteration {1}"
+            .format(best_validation_accuracy, best_iteration))
         if test_accuracy is not None:
-            print("Corresponding test accuracy of {0:.2%}".format(test_accuracy))
+            log("Corresponding test accuracy of {0:.2%}".format(test_accuracy))
         return history
 
     def to_backend(self):
@@ -241,6 +288,11 @@ class Network:
     def _data(self, data):
         x, y = data
         return self._inputs(x), self._labels(y)
+
+
+def epoch_seed(seed, epoch):
+    """The seed of epoch ``epoch``'s dropout masks in a run seeded ``seed``."""
+    return int(numpy.random.SeedSequence([seed, epoch]).generate_state(1)[0])
 
 
 def size(data):

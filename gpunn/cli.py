@@ -1,0 +1,425 @@
+"""cli.py
+~~~~~~~~~
+
+The ``gpunn`` command (also ``python -m gpunn``): run the book's
+experiments from the command line.
+
+    gpunn list                      the experiments of the book's conv.py
+    gpunn train NAME [options]      train one, with the book's settings
+    gpunn evaluate MODEL_FILE       accuracy on validation and test data
+    gpunn ensemble MODEL_FILE...    the book's vote of several networks
+    gpunn plot RUN                  the book's figures of a run
+
+A run lives in a folder (``--out``, default runs/NAME-DATE-TIME):
+``network.npz`` (the network and its metadata, rewritten atomically at the
+end of every epoch: the checkpoint), ``log.jsonl`` (one line per epoch)
+and ``run.json`` (the settings).  ``gpunn train --resume RUN`` goes on from
+the checkpoint and ends with the weights an uninterrupted run gives.
+
+``python -m gpunn [--epochs N ...]`` with no command is ``gpunn train
+dbl_conv_relu [--epochs N ...]``.
+"""
+
+import argparse
+import datetime
+import json
+import os
+import sys
+
+import gpunn
+from gpunn import backend, experiments, saving
+from gpunn.activations import ACTIVATIONS
+
+COMMANDS = ("list", "train", "evaluate", "ensemble", "plot")
+CHAPTERS_1_3 = ("network", "network2")
+
+
+def main(argv=None):
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or (argv[0].startswith("-") and argv[0] not in ("-h", "--help")):
+        argv = ["train", "dbl_conv_relu"] + argv  # the main job
+    args = parser().parse_args(argv)
+    try:
+        return args.command(args) or 0
+    except (gpunn.BackendError, gpunn.DataError, saving.ModelFileError,
+            ValueError, OSError) as e:
+        print("gpunn: error: {}".format(e), file=sys.stderr)
+        return 2
+
+
+def parser():
+    p = argparse.ArgumentParser(
+        prog="gpunn", description="Run the networks of Nielsen's Neural "
+        "Networks and Deep Learning on NumPy or CuPy.",
+        epilog="Without a command: train dbl_conv_relu (the main job).")
+    commands = p.add_subparsers(metavar="COMMAND", required=True)
+
+    c = commands.add_parser("list", help="the book's chapter-6 experiments")
+    c.set_defaults(command=list_command)
+
+    c = commands.add_parser(
+        "train", help="train one of the book's networks",
+        description="Train an experiment of the book's conv.py (chapter 6), "
+        "or the network of chapter 1 or 3, with the book's settings unless "
+        "overridden.")
+    c.add_argument("name", nargs="?", choices=experiments.CONV_PY + CHAPTERS_1_3,
+                   help="the experiment (not needed with --resume)")
+    c.add_argument("--epochs", type=_positive_int)
+    c.add_argument("--eta", type=_positive_float, help="learning rate")
+    c.add_argument("--lmbda", type=_nonnegative_float, help="L2 regularization")
+    c.add_argument("--mini-batch-size", type=_positive_int, default=10)
+    c.add_argument("--n", type=_positive_int, default=None,
+                   help="neurons per fully connected layer (expanded_data, "
+                        "expanded_data_double_fc; hidden neurons of network, "
+                        "network2)")
+    c.add_argument("--activation", choices=sorted(ACTIVATIONS),
+                   default="sigmoid", help="dbl_conv's activation function")
+    c.add_argument("--p-dropout", type=float, nargs=3, metavar="P",
+                   default=(0.5, 0.5, 0.5),
+                   help="double_fc_dropout's three dropout probabilities")
+    c.add_argument("--runs", type=_positive_int, default=1,
+                   help="train this many networks, one folder each")
+    c.add_argument("--out", help="the run's folder (default runs/NAME-DATE-TIME)")
+    c.add_argument("--resume", metavar="RUN",
+                   help="go on with the run in this folder from its checkpoint")
+    c.add_argument("--monitor-gradients", action="store_true",
+                   help="log each layer's mean gradient norm per epoch")
+    c.add_argument("--quiet", action="store_true",
+                   help="no progress bar and none of the book's lines")
+    c.add_argument("--limit", type=_positive_int, metavar="N",
+                   help="train on the first N training images only")
+    c.add_argument("--eval-limit", type=_positive_int, metavar="N",
+                   help="validate and test on the first N images only")
+    _backend_options(c)
+    c.add_argument("--seed", type=int, help="seed of the run (default: random)")
+    c.set_defaults(command=train_command)
+
+    c = commands.add_parser("evaluate", help="accuracy of a saved network")
+    c.add_argument("model_file")
+    c.add_argument("--eval-limit", type=_positive_int, metavar="N")
+    _backend_options(c)
+    c.set_defaults(command=evaluate_command)
+
+    c = commands.add_parser("ensemble", help="the book's vote of networks")
+    c.add_argument("model_files", nargs="+", metavar="MODEL_FILE")
+    c.add_argument("--png", help="draw the misclassified test digits here")
+    _backend_options(c)
+    c.set_defaults(command=ensemble_command)
+
+    c = commands.add_parser("plot", help="the book's figures of a run")
+    c.add_argument("run", metavar="RUN", help="a run's folder")
+    _backend_options(c)
+    c.set_defaults(command=plot_command)
+    return p
+
+
+def _backend_options(c):
+    c.add_argument("--backend", choices=backend.BACKENDS,
+                   help="numpy, cupy or auto (default: $GPUNN_BACKEND or auto)")
+    c.add_argument("--dtype", choices=backend.DTYPES,
+                   help="float32 or float64 (default: $GPUNN_DTYPE or float32)")
+
+
+def _use(args, seed=None):
+    gpunn.use(args.backend or os.environ.get("GPUNN_BACKEND") or "auto",
+              args.dtype or os.environ.get("GPUNN_DTYPE") or "float32", seed=seed)
+
+
+# ---------------------------------------------------------------- list
+
+def list_command(args):
+    gpunn.use("numpy")  # only the layers' shapes are needed
+    for name in experiments.CONV_PY:
+        e = experiments.experiment(name)
+        net = e.network(10)
+        print("{}: {}".format(name, e.description))
+        print("    layers: {}".format(" -> ".join(_short(l) for l in net.layers)))
+        print("    eta {}, lmbda {}, {} epochs, mini-batch 10{}; book's test "
+              "accuracy: {}".format(
+                  e.eta, e.lmbda, e.epochs,
+                  ", expanded training data" if e.expanded_data else "",
+                  "{:.2f}%".format(e.book_accuracy) if e.book_accuracy else "–"))
+    print("network: chapter 1, [784, 30, 10] sigmoid, quadratic cost, eta 3.0, "
+          "30 epochs; book: 95.42%")
+    print("network2: chapter 3, [784, 30, 10] sigmoid, cross-entropy, eta 0.5, "
+          "lmbda 5.0, 30 epochs; book: 96.49%")
+
+
+def _short(layer):
+    spec = saving.layer_spec(layer)
+    if spec["type"] == "ConvPoolLayer":
+        return "conv {}x{}x{} {} pool {}x{}".format(
+            spec["filter_shape"][0], *spec["filter_shape"][2:],
+            spec["activation_fn"], *spec["poolsize"])
+    dropout = " dropout {}".format(spec["p_dropout"]) if spec["p_dropout"] else ""
+    if spec["type"] == "SoftmaxLayer":
+        return "softmax {}{}".format(spec["n_out"], dropout)
+    return "{} {}{}".format(spec["n_out"], spec["activation_fn"], dropout)
+
+
+# ---------------------------------------------------------------- train
+
+def train_command(args):
+    if args.resume:
+        return _resume(args)
+    if args.name is None:
+        raise ValueError("train needs an experiment NAME (or --resume RUN)")
+    if args.name in CHAPTERS_1_3:
+        return _train_chapter_1_3(args)
+    seed = args.seed if args.seed is not None else \
+        int.from_bytes(os.urandom(4), "little")
+    out = args.out or os.path.join("runs", "{}-{}".format(
+        args.name, datetime.datetime.now().strftime("%Y%m%d-%H%M%S")))
+    for run in range(args.runs):
+        folder = out if args.runs == 1 else os.path.join(out, "run-{}".format(run))
+        settings = {
+            "experiment": args.name, "n": args.n or 100,
+            "activation": args.activation, "p_dropout": list(args.p_dropout),
+            "mini_batch_size": args.mini_batch_size, "seed": seed + run,
+            "limit": args.limit, "eval_limit": args.eval_limit,
+            "monitor_gradients": args.monitor_gradients}
+        e = _experiment(settings)
+        settings.update(epochs=args.epochs or e.epochs,
+                        eta=args.eta if args.eta is not None else e.eta,
+                        lmbda=args.lmbda if args.lmbda is not None else e.lmbda)
+        os.makedirs(folder, exist_ok=True)
+        _check_writable(folder)
+        _write_json(os.path.join(folder, "run.json"), settings)
+        _use(args, seed=settings["seed"])
+        net = e.network(settings["mini_batch_size"])
+        _train(net, settings, folder, [], args.quiet)
+    return 0
+
+
+def _resume(args):
+    folder = args.resume
+    settings = _read_json(os.path.join(folder, "run.json"))
+    _use(args)
+    net, metadata = saving.load(os.path.join(folder, "network.npz"))
+    if args.epochs:
+        settings["epochs"] = args.epochs
+    history = metadata.get("history", [])
+    _train(net, settings, folder, history, args.quiet)
+    return 0
+
+
+def _experiment(settings):
+    return experiments.experiment(
+        settings["experiment"], n=settings["n"],
+        activation_fn=ACTIVATIONS[settings["activation"]],
+        p_dropout=settings["p_dropout"])
+
+
+def _train(net, settings, folder, history, quiet):
+    """Train ``net`` as ``settings`` say, from epoch len(history), keeping
+    the log and the checkpoint of ``folder`` up to date."""
+    e = _experiment(settings)
+    training, validation, test = _data(e.expanded_data, settings["limit"],
+                                       settings["eval_limit"])
+    log_path = os.path.join(folder, "log.jsonl")
+    # The log says what the checkpoint holds: a crash after the checkpoint
+    # and before the log line (or the other way round) leaves no trace.
+    with open(log_path, "w") as f:
+        for record in history:
+            f.write(json.dumps(record) + "\n")
+    done = list(history)
+
+    def on_epoch(record):
+        record = dict(record, backend=backend.name(), dtype=backend.floatX.name,
+                      device=_device())
+        done.append(record)
+        saving.save(net, os.path.join(folder, "network.npz"),
+                    experiment=e.name, settings=settings,
+                    epochs_done=len(done), history=done,
+                    best_validation_accuracy=max(
+                        r["validation_accuracy"] for r in done),
+                    backend=backend.name())
+        with open(log_path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+
+    progress = None if quiet else _progress_bar
+    log = (lambda line: None) if quiet else _write_line
+    if not quiet:
+        log("{}: {} on {} ({}), {} training images, run folder {}".format(
+            e.name, e.description, backend.name(), backend.floatX.name,
+            len(training[0]), folder))
+    net.SGD(training, settings["epochs"], settings["mini_batch_size"],
+            settings["eta"], validation, test, lmbda=settings["lmbda"],
+            history=history, seed=settings["seed"], on_epoch=on_epoch,
+            progress=progress, log=log,
+            monitor_gradients=settings["monitor_gradients"])
+
+
+def _data(expanded, limit, eval_limit):
+    training, validation, test = gpunn.load_data()
+    if expanded:
+        from gpunn import expand_mnist
+        x, y = expand_mnist.expanded_training_data()
+        training = (backend.asarray(x), backend.asarray(y, dtype="int32"))
+    if limit:
+        training = tuple(a[:limit] for a in training)
+    if eval_limit:
+        validation = tuple(a[:eval_limit] for a in validation)
+        test = tuple(a[:eval_limit] for a in test)
+    return training, validation, test
+
+
+def _progress_bar(epoch, images):
+    from tqdm import tqdm
+    return tqdm(total=images, desc="Epoch {}".format(epoch), unit="img",
+                unit_scale=True, leave=False, file=sys.stderr)
+
+
+def _write_line(line):
+    from tqdm import tqdm
+    tqdm.write(line, file=sys.stdout)
+
+
+def _device():
+    if backend.name() == "numpy":
+        return "cpu"
+    props = backend.xp.cuda.runtime.getDeviceProperties(0)
+    return props["name"].decode()
+
+
+def _train_chapter_1_3(args):
+    """Chapters 1 and 3, with the book's settings: [784, n, 10]."""
+    from gpunn import mnist_loader, network, network2
+    _use(args, seed=args.seed)
+    training, validation, test = mnist_loader.load_data_wrapper()
+    if args.limit:
+        training = training[:args.limit]
+    if args.eval_limit:
+        validation, test = validation[:args.eval_limit], test[:args.eval_limit]
+    sizes = [784, args.n or 30, 10]
+    out = args.out or os.path.join("runs", "{}-{}".format(
+        args.name, datetime.datetime.now().strftime("%Y%m%d-%H%M%S")))
+    os.makedirs(out, exist_ok=True)
+    _check_writable(out)
+    if args.name == "network":
+        net = network.Network(sizes)
+        net.SGD(training, args.epochs or 30, args.mini_batch_size,
+                args.eta or 3.0, test_data=test)
+    else:
+        net = network2.Network(sizes, cost=network2.CrossEntropyCost)
+        net.SGD(training, args.epochs or 30, args.mini_batch_size,
+                args.eta or 0.5,
+                lmbda=args.lmbda if args.lmbda is not None else 5.0,
+                evaluation_data=validation, monitor_evaluation_accuracy=True)
+    net.save(os.path.join(out, "network.json"))
+    print("Saved {}".format(os.path.join(out, "network.json")))
+    return 0
+
+
+# ---------------------------------------------------------------- evaluate, ensemble
+
+def evaluate_command(args):
+    _use(args)
+    net, metadata = saving.load(args.model_file)
+    _, validation, test = _data(False, None, args.eval_limit)
+    print("{}: {} epochs, trained on {}".format(
+        args.model_file, metadata.get("epochs_done", "?"),
+        metadata.get("backend", "?")))
+    print("Validation accuracy {:.2%}".format(net.accuracy(validation)))
+    print("Test accuracy {:.2%}".format(net.accuracy(test)))
+    return 0
+
+
+def ensemble_command(args):
+    from gpunn.ensemble import ensemble
+    _use(args)
+    nets = [saving.load(path)[0] for path in args.model_files]
+    _, _, test = gpunn.load_data()
+    accuracy, error_locations, erroneous_predictions = ensemble(nets, test)
+    print("Accuracy is {:.2%}".format(accuracy))
+    print("Misclassified test images ({}): {}".format(
+        len(error_locations), " ".join(
+            "{}:{}".format(j, p) for j, p in zip(error_locations,
+                                                  erroneous_predictions))))
+    if args.png:
+        from gpunn import plots
+        x, y = (backend.to_numpy(a) for a in test)
+        plots.plot_errors(x[error_locations], y[error_locations],
+                          erroneous_predictions, args.png)
+        print("Wrote {}".format(args.png))
+    return 0
+
+
+# ---------------------------------------------------------------- plot
+
+def plot_command(args):
+    from gpunn import plots
+    _use(args)
+    folder = args.run
+    records = [json.loads(line) for line in
+               open(os.path.join(folder, "log.jsonl")) if line.strip()]
+    written = [plots.plot_history(records, os.path.join(folder, "accuracy_cost.png"))]
+    if any("gradient_norms" in r for r in records):
+        written.append(plots.plot_gradient_norms(
+            records, os.path.join(folder, "gradient_norms.png")))
+    net, _ = saving.load(os.path.join(folder, "network.npz"))
+    _, _, (x, y) = gpunn.load_data()
+    wrong = backend.to_numpy(net.predict(x) != backend.asarray(y, dtype="int32",
+                                                               like=x))
+    x, y = backend.to_numpy(x), backend.to_numpy(y)
+    predictions = backend.to_numpy(net.predict(x[wrong]))
+    written.append(plots.plot_errors(x[wrong], y[wrong], predictions,
+                                     os.path.join(folder, "errors.png")))
+    for j, layer in enumerate(net.layers):
+        if saving.layer_spec(layer)["type"] == "ConvPoolLayer":
+            written.append(plots.plot_filters(
+                backend.to_numpy(layer.w),
+                os.path.join(folder, "filters_layer{}.png".format(j)),
+                title="layer {} filters".format(j)))
+    for path in written:
+        print("Wrote {}".format(path))
+    return 0
+
+
+# ---------------------------------------------------------------- helpers
+
+def _check_writable(folder):
+    """Fail before training, not after the first epoch."""
+    probe = os.path.join(folder, ".gpunn-write-test")
+    try:
+        with open(probe, "w"):
+            pass
+        os.remove(probe)
+    except OSError as e:
+        raise OSError("cannot write to the run folder {}: {}".format(
+            folder, e.strerror)) from None
+
+
+def _write_json(path, data):
+    with open(path, "w") as f:
+        json.dump(data, f, indent=1)
+
+
+def _read_json(path):
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError) as e:
+        raise ValueError("{}: cannot read the run's settings ({})".format(
+            path, e)) from None
+
+
+def _positive_int(text):
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1, got %s" % text)
+    return value
+
+
+def _positive_float(text):
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError("must be positive, got %s" % text)
+    return value
+
+
+def _nonnegative_float(text):
+    value = float(text)
+    if not value >= 0:
+        raise argparse.ArgumentTypeError("must be 0 or more, got %s" % text)
+    return value

@@ -1,0 +1,216 @@
+"""plots.py
+~~~~~~~~
+
+The figures of ``gpunn plot``: the book's pictures of a training run.
+
+    plot_history         chapter 3: accuracy and cost per epoch
+    plot_gradient_norms  chapter 5: the speed of learning of each layer
+    plot_errors          chapter 6 (conv.py): the misclassified digits
+    plot_filters         chapter 6 (conv.py): a conv layer's filters
+
+Every function takes host NumPy data (move CuPy arrays with
+``backend.to_host`` or ``.get()`` first), writes a PNG of a fixed pixel
+size to ``path``, and returns ``path``.  The size is fixed (figsize times
+dpi, no ``bbox_inches="tight"``) so that the pictures of two runs line up
+and tests can check it.
+
+matplotlib is optional (``pip install 'gpunn[bench]'``); it is imported
+only when a figure is drawn.  The figures are drawn on a ``Figure`` with
+its own Agg canvas rather than through pyplot: no display is needed, the
+caller's pyplot backend is left alone, and no figure stays registered
+after the function returns.
+"""
+
+import math
+
+import numpy
+
+DPI = 100
+MISSING_MATPLOTLIB = "gpunn plot needs matplotlib: pip install 'gpunn[bench]'"
+
+
+class MatplotlibMissing(ImportError):
+    """matplotlib is not installed; the message says how to install it."""
+
+
+def _new_figure(width, height):
+    """Return an empty Figure of ``width`` x ``height`` pixels on an Agg
+    canvas.  Raises ``MatplotlibMissing`` without matplotlib."""
+    try:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+    except ImportError as error:
+        raise MatplotlibMissing(MISSING_MATPLOTLIB) from error
+    fig = Figure(figsize=(width / DPI, height / DPI), dpi=DPI)
+    FigureCanvasAgg(fig)  # attaches itself to fig: savefig then writes Agg
+    return fig
+
+
+def _save(fig, path):
+    """Write ``fig`` as a PNG to ``path`` at its own pixel size; return
+    ``path``.  ``fig.clear()`` drops the artists now rather than at the
+    next garbage collection (large image grids hold a lot of memory)."""
+    fig.savefig(path, dpi=DPI, format="png")
+    fig.clear()
+    return path
+
+
+def _no_ticks(ax):
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+# ---------------------------------------------------------------------------
+# Chapters 3 and 5: curves over epochs
+
+def plot_history(records, path):
+    """Draw a run's learning curves, as in chapter 3's figures: accuracy
+    (%) per epoch on the left, training cost per epoch on the right.
+    1200 x 500 pixels.
+
+    ``records`` is a list of per-epoch dicts as in a run's log: ``epoch``
+    (int), ``training_cost`` (float), ``validation_accuracy`` (float in
+    [0, 1]), ``test_accuracy`` (float or None: network3 measures it only
+    when validation accuracy reaches a new best, so it is drawn as
+    markers, not a line).  Returns ``path``."""
+    if not records:
+        raise ValueError("plot_history: no epoch records to plot")
+    fig = _new_figure(1200, 500)
+    accuracy_ax, cost_ax = fig.subplots(1, 2)
+    epochs = [r["epoch"] for r in records]
+
+    accuracy_ax.plot(epochs, [100 * r["validation_accuracy"] for r in records],
+                     color="tab:blue", label="validation accuracy")
+    tested = [r for r in records if r.get("test_accuracy") is not None]
+    if tested:
+        accuracy_ax.plot([r["epoch"] for r in tested],
+                         [100 * r["test_accuracy"] for r in tested],
+                         linestyle="none", marker="o", color="tab:red",
+                         label="test accuracy")
+    accuracy_ax.set_title("Accuracy")
+    accuracy_ax.set_xlabel("Epoch")
+    accuracy_ax.set_ylabel("Accuracy (%)")
+    accuracy_ax.grid(alpha=0.3)
+    accuracy_ax.legend(loc="lower right")
+
+    cost_ax.plot(epochs, [r["training_cost"] for r in records],
+                 color="tab:green", label="training cost")
+    cost_ax.set_title("Cost on the training data")
+    cost_ax.set_xlabel("Epoch")
+    cost_ax.set_ylabel("Cost")
+    cost_ax.grid(alpha=0.3)
+    cost_ax.legend(loc="upper right")
+
+    fig.tight_layout()  # moves axes inside the figure; the size stays fixed
+    return _save(fig, path)
+
+
+def plot_gradient_norms(records, path, layer_names=None):
+    """Draw chapter 5's "speed of learning": for each layer, the mean norm
+    of dC/dw over an epoch's mini-batches, per epoch, on a log scale (the
+    vanishing gradient shows as lines far apart).  800 x 500 pixels.
+
+    Uses the records that carry ``gradient_norms`` (a list of floats, one
+    per layer, first layer first); ``layer_names`` labels the lines
+    (default "layer 1", "layer 2", ...).  Raises ``ValueError`` if no
+    record has gradient norms or their lengths disagree.  Returns
+    ``path``."""
+    normed = [r for r in records if r.get("gradient_norms")]
+    if not normed:
+        raise ValueError(
+            "plot_gradient_norms: no epoch record has 'gradient_norms'; "
+            "train with gradient norms recorded to draw this figure")
+    n_layers = len(normed[0]["gradient_norms"])
+    if any(len(r["gradient_norms"]) != n_layers for r in normed):
+        raise ValueError("plot_gradient_norms: the records give gradient "
+                         "norms for different numbers of layers")
+    if layer_names is None:
+        layer_names = ["layer {}".format(l + 1) for l in range(n_layers)]
+    elif len(layer_names) != n_layers:
+        raise ValueError(
+            "plot_gradient_norms: {} layer names for {} layers".format(
+                len(layer_names), n_layers))
+
+    fig = _new_figure(800, 500)
+    ax = fig.subplots()
+    epochs = [r["epoch"] for r in normed]
+    for l, name in enumerate(layer_names):
+        ax.plot(epochs, [r["gradient_norms"][l] for r in normed],
+                marker=".", label=name)
+    ax.set_yscale("log")
+    ax.set_title("Speed of learning: mean norm of dC/dw per layer")
+    ax.set_xlabel("Epoch")
+    ax.set_ylabel("Mean gradient norm (log scale)")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend()
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+# ---------------------------------------------------------------------------
+# Chapter 6 (the book's conv.py): pictures of images and filters
+
+#: The grid of the book's plot_errors: at most 5 x 8 = 40 digits.
+ERROR_ROWS, ERROR_COLS = 5, 8
+
+
+def plot_errors(images, labels, predictions, path):
+    """Draw misclassified digits as the book's ``plot_errors`` does: up to
+    40 of them in a 5 x 8 grid, the true label at the top right (blue) and
+    the network's prediction at the bottom right (red).  800 x 500 pixels.
+
+    ``images``: (n, 784) floats, one 28x28 digit per row; ``labels`` and
+    ``predictions``: n ints.  The caller picks the misclassified ones;
+    beyond the first 40 they are not drawn.  Returns ``path``."""
+    images = numpy.asarray(images)
+    labels, predictions = numpy.asarray(labels), numpy.asarray(predictions)
+    if not len(images) == len(labels) == len(predictions):
+        raise ValueError(
+            "plot_errors: {} images, {} labels, {} predictions".format(
+                len(images), len(labels), len(predictions)))
+    fig = _new_figure(800, 500)
+    axes = fig.subplots(ERROR_ROWS, ERROR_COLS).ravel()
+    for j, ax in enumerate(axes):
+        if j >= len(images):
+            ax.axis("off")  # an empty cell, not an empty frame
+            continue
+        ax.matshow(images[j].reshape(28, 28), cmap="binary")
+        # The book's places, in pixel coordinates of the 28x28 digit.
+        ax.text(24, 5, str(int(labels[j])), color="tab:blue")
+        ax.text(24, 24, str(int(predictions[j])), color="tab:red")
+        _no_ticks(ax)
+    fig.suptitle("Misclassified digits: true label (top, blue), "
+                 "prediction (bottom, red)", fontsize=10)
+    return _save(fig, path)
+
+
+def filter_grid(n_filters):
+    """Return (columns, rows) for ``n_filters`` pictures, a bit wider than
+    tall like the book's calls: 20 -> (5, 4), 40 -> (8, 5)."""
+    columns = min(n_filters, math.ceil(math.sqrt(n_filters * 1.25)))
+    return columns, math.ceil(n_filters / columns)
+
+
+def plot_filters(w, path, title=None):
+    """Draw a conv layer's filters as the book's ``plot_filters`` does:
+    for each filter j, its weights on the first input map, ``w[j, 0]``, as
+    a small image (binary colormap: dark is a large weight).  800 x 500
+    pixels.
+
+    ``w``: the layer's weights, shape (F, C, KH, KW).  Returns ``path``."""
+    w = numpy.asarray(w)
+    if w.ndim != 4 or len(w) == 0:
+        raise ValueError("plot_filters: want weights of shape "
+                         "(F, C, KH, KW) with F > 0, got {}".format(w.shape))
+    columns, rows = filter_grid(len(w))
+    fig = _new_figure(800, 500)
+    axes = fig.subplots(rows, columns, squeeze=False).ravel()
+    for j, ax in enumerate(axes):
+        if j < len(w):
+            ax.matshow(w[j, 0], cmap="binary")
+            _no_ticks(ax)
+        else:
+            ax.axis("off")
+    fig.suptitle(title or "{} filters of {}x{}, first input map".format(
+        len(w), w.shape[2], w.shape[3]))
+    return _save(fig, path)

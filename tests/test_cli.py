@@ -1,0 +1,158 @@
+"""The gpunn command, run as real subprocesses on small slices of MNIST."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+QUICK = ["--limit", "500", "--eval-limit", "200", "--backend", "numpy"]
+
+
+def gpunn(*args, cwd=None):
+    """Run ``python -m gpunn ARGS``; return the CompletedProcess."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GPUNN_")}
+    env["PYTHONPATH"] = REPO
+    return subprocess.run([sys.executable, "-m", "gpunn", *map(str, args)],
+                          cwd=cwd, env=env, capture_output=True, text=True,
+                          timeout=600)
+
+
+def ok(p):
+    assert p.returncode == 0, p.stdout + p.stderr
+    return p.stdout
+
+
+def weights(path):
+    with numpy.load(path, allow_pickle=False) as f:
+        return {k: f[k] for k in f.files if k != "metadata"}
+
+
+def test_list_names_every_experiment_with_the_books_numbers():
+    out = ok(gpunn("list"))
+    for name in ("shallow", "basic_conv", "omit_FC", "dbl_conv",
+                 "regularized_dbl_conv", "dbl_conv_relu", "expanded_data",
+                 "expanded_data_double_fc", "double_fc_dropout", "network",
+                 "network2"):
+        assert "\n{}: ".format(name) in "\n" + out
+    assert "eta 0.03, lmbda 0.1, 60 epochs" in out
+    assert "99.23%" in out and "99.60%" in out
+    assert "conv 40x5x5 ReLU pool 2x2" in out
+
+
+def test_help_on_every_command():
+    for command in ("list", "train", "evaluate", "ensemble", "plot"):
+        out = ok(gpunn(command, "--help"))
+        assert out.startswith("usage: gpunn {}".format(command))
+
+
+def test_train_evaluate_plot_ensemble(tmp_path):
+    run = tmp_path / "run"
+    out = ok(gpunn("train", "basic_conv", "--epochs", "2", "--seed", "1",
+                   "--out", run, "--monitor-gradients", *QUICK))
+    assert "Epoch 1: validation accuracy" in out
+    assert "Finished training network." in out
+    records = [json.loads(line) for line in open(run / "log.jsonl")]
+    assert [r["epoch"] for r in records] == [0, 1]
+    assert all(len(r["gradient_norms"]) == 3 and r["backend"] == "numpy"
+               for r in records)
+    settings = json.load(open(run / "run.json"))
+    assert settings["experiment"] == "basic_conv" and settings["eta"] == 0.1
+
+    # evaluate reads it back, on either dtype, with the same accuracy.
+    accuracy = {}
+    for dtype in ("float32", "float64"):
+        out = ok(gpunn("evaluate", run / "network.npz", "--dtype", dtype,
+                       "--eval-limit", "200", "--backend", "numpy"))
+        assert "2 epochs, trained on numpy" in out
+        accuracy[dtype] = out.split("Validation accuracy ")[1].split()[0]
+    assert accuracy["float32"] == accuracy["float64"]
+    assert float(accuracy["float32"].rstrip("%")) == pytest.approx(
+        100 * records[-1]["validation_accuracy"])
+
+    # plot draws the book's figures of the run.
+    out = ok(gpunn("plot", run, "--backend", "numpy"))
+    import matplotlib.image
+    for name, shape in (("accuracy_cost.png", (500, 1200)),
+                        ("gradient_norms.png", (500, 800)),
+                        ("errors.png", (500, 800)),
+                        ("filters_layer0.png", (500, 800))):
+        assert "Wrote {}".format(run / name) in out
+        assert matplotlib.image.imread(run / name).shape[:2] == shape
+
+    # ensemble: the vote of two networks, and the misclassified digits.
+    run2 = tmp_path / "run2"
+    ok(gpunn("train", "shallow", "--epochs", "1", "--seed", "2", "--out", run2,
+             "--quiet", *QUICK))
+    png = tmp_path / "ensemble_errors.png"
+    out = ok(gpunn("ensemble", run / "network.npz", run2 / "network.npz",
+                   "--png", png, "--backend", "numpy"))
+    accuracy = float(out.split("Accuracy is ")[1].split("%")[0])
+    wrong = int(out.split("Misclassified test images (")[1].split(")")[0])
+    assert accuracy == pytest.approx(100 * (1 - wrong / 10000), abs=0.005)
+    assert matplotlib.image.imread(png).shape[:2] == (500, 800)
+
+
+def test_resume_ends_with_the_weights_of_an_uninterrupted_run(tmp_path):
+    """double_fc_dropout (dropout in three layers, expanded data): a run
+    stopped after epoch 1 of 2 and resumed equals a 2-epoch run."""
+    args = ("train", "double_fc_dropout", "--seed", "5", "--quiet", *QUICK)
+    ok(gpunn(*args, "--epochs", "2", "--out", tmp_path / "whole"))
+    ok(gpunn(*args, "--epochs", "1", "--out", tmp_path / "stopped"))
+    ok(gpunn("train", "--resume", tmp_path / "stopped", "--epochs", "2",
+             "--quiet"))
+    whole, resumed = (weights(tmp_path / name / "network.npz")
+                      for name in ("whole", "stopped"))
+    assert whole.keys() == resumed.keys() and len(whole) == 10
+    for key in whole:
+        numpy.testing.assert_array_equal(resumed[key], whole[key])
+    log = [json.loads(line) for line in open(tmp_path / "stopped" / "log.jsonl")]
+    assert [r["epoch"] for r in log] == [0, 1]
+    # Another seed gives other dropout masks, so other weights: the
+    # equality above is not one of networks that ignore their masks.
+    ok(gpunn(*args[:2], "--seed", "6", "--quiet", *QUICK, "--epochs", "2",
+             "--out", tmp_path / "other"))
+    other = weights(tmp_path / "other" / "network.npz")
+    assert not numpy.array_equal(other["w2"], whole["w2"])
+
+
+def test_chapter_1_and_3_networks(tmp_path):
+    out = ok(gpunn("train", "network", "--epochs", "1", "--out", tmp_path / "n1",
+                   "--limit", "1000", "--eval-limit", "500", "--seed", "1",
+                   "--backend", "numpy"))
+    assert "Epoch 0: " in out and " / 500" in out
+    saved = json.load(open(tmp_path / "n1" / "network.json"))
+    assert saved["sizes"] == [784, 30, 10] and saved["cost"] == "QuadraticCost"
+    out = ok(gpunn("train", "network2", "--epochs", "1", "--n", "20",
+                   "--out", tmp_path / "n2", "--limit", "1000",
+                   "--eval-limit", "500", "--backend", "numpy"))
+    assert "Accuracy on evaluation data: " in out
+    assert json.load(open(tmp_path / "n2" / "network.json"))["sizes"] == [784, 20, 10]
+
+
+def test_errors_are_clear_and_early(tmp_path):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    p = gpunn("train", "shallow", "--out", blocker / "run", *QUICK)
+    assert p.returncode == 2 and "gpunn: error:" in p.stderr
+    assert "Epoch" not in p.stdout  # refused before training
+    p = gpunn("evaluate", tmp_path / "missing.npz", "--backend", "numpy")
+    assert p.returncode == 2 and "missing.npz" in p.stderr
+    p = gpunn("train", "--epochs", "1", "--backend", "numpy", "shallow",
+              "--eta", "-1")
+    assert p.returncode == 2 and "--eta: must be positive" in p.stderr
+    p = gpunn("train", "--resume", tmp_path / "nowhere")
+    assert p.returncode == 2 and "run.json" in p.stderr
+
+
+def test_console_script_where_installed():
+    script = shutil.which("gpunn", path=os.path.dirname(sys.executable))
+    if script is None:
+        pytest.skip("gpunn is not installed as a console script here")
+    p = subprocess.run([script, "list"], capture_output=True, text=True,
+                       timeout=120)
+    assert p.returncode == 0 and "dbl_conv_relu: " in p.stdout
