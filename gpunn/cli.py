@@ -184,8 +184,9 @@ def train_command(args):
                         lmbda=args.lmbda if args.lmbda is not None else e.lmbda)
         os.makedirs(folder, exist_ok=True)
         _check_writable(folder)
-        _write_json(os.path.join(folder, "run.json"), settings)
         _use(args, seed=settings["seed"])
+        settings["dtype"] = backend.floatX.name
+        _write_json(os.path.join(folder, "run.json"), settings)
         net = e.network(settings["mini_batch_size"])
         _train(net, settings, folder, [], args.quiet)
     return 0
@@ -194,6 +195,8 @@ def train_command(args):
 def _resume(args):
     folder = args.resume
     settings = _read_json(os.path.join(folder, "run.json"))
+    if args.dtype is None:  # go on in the run's dtype
+        args.dtype = settings.get("dtype")
     _use(args)
     net, metadata = saving.load(os.path.join(folder, "network.npz"))
     if args.epochs:
