@@ -12,11 +12,14 @@ backend; ``GPUNN_BACKEND`` and ``GPUNN_DTYPE`` do the same from outside
 """
 
 from gpunn import backend
-from gpunn.backend import BackendError, use
+from gpunn.backend import use
 from gpunn.backend import reseed as seed
+from gpunn.errors import (BackendError, ConfigError, DataError,
+                          DivergenceError, GpunnError, ModelFileError)
 
 __version__ = "0.1.0"
 
-from gpunn.mnist_loader import DataError, load_data  # noqa: E402
+from gpunn.mnist_loader import load_data  # noqa: E402
 
-__all__ = ["backend", "use", "seed", "BackendError", "load_data", "DataError"]
+__all__ = ["backend", "use", "seed", "load_data", "GpunnError", "ConfigError",
+           "DataError", "ModelFileError", "BackendError", "DivergenceError"]

@@ -29,6 +29,8 @@ import types
 
 import numpy
 
+from gpunn.errors import BackendError
+
 BACKENDS = ("numpy", "cupy", "auto")
 DTYPES = ("float32", "float64")
 
@@ -59,10 +61,6 @@ def _state():
     if _active is None:
         use_from_environment()
     return _active
-
-
-class BackendError(RuntimeError):
-    """The requested backend or dtype cannot be used here."""
 
 
 def _usable_cupy():

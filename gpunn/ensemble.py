@@ -9,6 +9,7 @@ array operations, on NumPy or CuPy.
 """
 
 from gpunn import backend
+from gpunn.errors import ConfigError
 from gpunn.backend import get_array_module
 
 
@@ -24,14 +25,14 @@ def plurality_vote(predictions):
     predictions = xp.asarray(predictions)
     if predictions.ndim != 2 or predictions.shape[0] == 0 or \
             predictions.dtype.kind not in "iu":
-        raise ValueError("predictions must be an int array of shape (n_nets, "
+        raise ConfigError("predictions must be an int array of shape (n_nets, "
                          "n) with n_nets >= 1, got {} of shape {}".format(
                              predictions.dtype, predictions.shape))
     n_nets, n = predictions.shape
     if n == 0:
         return predictions[0]
     if int(predictions.min()) < 0:
-        raise ValueError("predictions must be labels >= 0")
+        raise ConfigError("predictions must be labels >= 0")
     labels = xp.arange(int(predictions.max()) + 1)
     # counts[i, k]: how many nets voted k on example i (summed one-hots).
     counts = (predictions[:, :, None] == labels).sum(axis=0)      # (n, labels)
@@ -54,7 +55,7 @@ def ensemble(nets, data):
     lists.)"""
     nets = list(nets)
     if not nets:
-        raise ValueError("ensemble needs at least one network")
+        raise ConfigError("ensemble needs at least one network")
     x, y = data
     predictions = [net.predict(x) for net in nets]
     # Every net's predictions, and the labels, on the first net's backend.

@@ -13,6 +13,7 @@ definitions, so there is one description of each of the book's models.
 from dataclasses import dataclass, field
 from typing import Callable
 
+from gpunn.errors import ConfigError
 from gpunn.network3 import (ConvPoolLayer, FullyConnectedLayer, Network,
                             ReLU, SoftmaxLayer, sigmoid)
 
@@ -166,5 +167,5 @@ def experiment(name, n=100, activation_fn=sigmoid, p_dropout=(0.5, 0.5, 0.5)):
             epochs=40, expanded_data=True, options={"p_dropout": p_dropout})
     if name in EXPERIMENTS:
         return EXPERIMENTS[name]
-    raise ValueError("unknown experiment {!r}: choose one of {}".format(
+    raise ConfigError("unknown experiment {!r}: choose one of {}".format(
         name, ", ".join(CONV_PY)))

@@ -37,6 +37,7 @@ from gpunn import backend, kernels
 from gpunn.activations import sigmoid, softmax, log_softmax, Activation
 from gpunn.backend import get_array_module
 from gpunn.costs import LogLikelihoodCost
+from gpunn.errors import ConfigError
 
 
 class ConvPoolLayer:
@@ -57,12 +58,12 @@ class ConvPoolLayer:
         F, C, KH, KW = self.filter_shape
         _, C_in, H, W = self.image_shape
         if C != C_in:
-            raise ValueError(
+            raise ConfigError(
                 "ConvPoolLayer: filter_shape {} has {} input maps but image_shape "
                 "{} has {}".format(self.filter_shape, C, self.image_shape, C_in))
         OH, OW = H - KH + 1, W - KW + 1
         if OH < self.poolsize[0] or OW < self.poolsize[1]:
-            raise ValueError(
+            raise ConfigError(
                 "ConvPoolLayer: a {}x{} filter on a {}x{} image leaves {}x{}, "
                 "smaller than poolsize {}".format(KH, KW, H, W, OH, OW,
                                                   self.poolsize))
@@ -241,21 +242,21 @@ def _positive_ints(name, value, length):
     except (TypeError, ValueError):
         ok = False
     if not ok:
-        raise ValueError("{} must be {} positive integer{}, got {!r}".format(
+        raise ConfigError("{} must be {} positive integer{}, got {!r}".format(
             name, length, "s" if length > 1 else "", value))
     return t
 
 
 def _probability(p):
     if isinstance(p, bool) or not (isinstance(p, numbers.Real) and 0 <= p < 1):
-        raise ValueError("p_dropout must be a number in [0, 1), got {!r}"
+        raise ConfigError("p_dropout must be a number in [0, 1), got {!r}"
                          .format(p))
     return float(p)
 
 
 def _activation(fn):
     if not isinstance(fn, Activation):
-        raise TypeError(
+        raise ConfigError(
             "activation_fn must be one of gpunn's activations (sigmoid, tanh, "
             "ReLU, linear), which carry their derivative; got {!r}".format(fn))
     return fn

@@ -34,6 +34,7 @@ import pickle
 import numpy
 
 from gpunn import backend
+from gpunn.errors import DataError
 
 #: SHA-256 of the book's mnist.pkl.gz (see data/SHA256SUMS).
 MNIST_SHA256 = "f11bb9e41d6c1b6c124aa38fd605497bdcfe2ee08cf7c2bb5a41ab5d759e1416"
@@ -43,11 +44,6 @@ EXPANDED_NAME = "mnist_expanded.pkl.gz"
 #: <repo root>/data: the repo root is the parent of the gpunn package.
 REPO_DATA_DIR = os.path.join(
     os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data")
-
-
-class DataError(ValueError):
-    """A data file is missing, damaged, unsafe or not what was expected.
-    The message names the file and the problem."""
 
 
 # ---------------------------------------------------------------------------

@@ -25,6 +25,7 @@ from gpunn import backend
 from gpunn.activations import sigmoid
 from gpunn.backend import get_array_module, to_numpy
 from gpunn.costs import COSTS, CrossEntropyCost, QuadraticCost  # noqa: F401
+from gpunn.errors import ConfigError
 from gpunn.layers import FullyConnectedLayer
 
 
@@ -36,7 +37,7 @@ class Network:
         outputs.  Weights start as ``default_weight_initializer`` makes
         them."""
         if len(sizes) < 2 or any(int(s) != s or s < 1 for s in sizes):
-            raise ValueError("sizes must list at least two positive integers, "
+            raise ConfigError("sizes must list at least two positive integers, "
                              "got {!r}".format(sizes))
         self.num_layers = len(sizes)
         self.sizes = [int(s) for s in sizes]
@@ -132,7 +133,7 @@ class Network:
         x, y = self._matrices(training_data)
         n = len(x)
         if not 1 <= mini_batch_size <= n:
-            raise ValueError("mini_batch_size must be between 1 and the {} "
+            raise ConfigError("mini_batch_size must be between 1 and the {} "
                              "training examples, got {}".format(n, mini_batch_size))
         for j in range(epochs):
             # Shuffle once per epoch, on the device; mini-batches are slices.
@@ -235,7 +236,7 @@ class Network:
             x, y = data
         else:
             if not data:
-                raise ValueError("no data: expected a non-empty list of (x, y)")
+                raise ConfigError("no data: expected a non-empty list of (x, y)")
             xs, ys = zip(*data)
             x = numpy.stack([to_numpy(a).reshape(-1) for a in xs])
             y = numpy.stack([to_numpy(b).reshape(-1) for b in ys])
@@ -253,7 +254,7 @@ def load(filename):
     with open(filename) as f:
         data = json.load(f)
     if data.get("cost") not in COSTS:
-        raise ValueError("{}: unknown cost {!r}; expected one of {}".format(
+        raise ConfigError("{}: unknown cost {!r}; expected one of {}".format(
             filename, data.get("cost"), ", ".join(COSTS)))
     net = Network(data["sizes"], cost=COSTS[data["cost"]])
     net.weights = [numpy.array(w) for w in data["weights"]]
@@ -264,6 +265,6 @@ def load(filename):
 def _parameter(value, shape, name):
     a = backend.asarray(value)
     if a.shape != shape:
-        raise ValueError("{} entry has shape {}, expected {}".format(
+        raise ConfigError("{} entry has shape {}, expected {}".format(
             name, a.shape, shape))
     return a

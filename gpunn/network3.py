@@ -31,6 +31,7 @@ import numpy
 from gpunn import backend
 from gpunn.activations import ReLU, linear, sigmoid, tanh  # noqa: F401 (the book's names)
 from gpunn.backend import get_array_module
+from gpunn.errors import ConfigError, DivergenceError
 from gpunn.layers import ConvPoolLayer, FullyConnectedLayer, SoftmaxLayer
 from gpunn.mnist_loader import load_data_shared  # noqa: F401 (the book's name)
 
@@ -44,18 +45,18 @@ class Network:
         self.layers = list(layers)
         self.mini_batch_size = int(mini_batch_size)
         if not self.layers or not isinstance(self.layers[-1], SoftmaxLayer):
-            raise ValueError("the last layer must be a SoftmaxLayer (its "
+            raise ConfigError("the last layer must be a SoftmaxLayer (its "
                              "log-likelihood is the cost), got {!r}".format(
                                  self.layers[-1] if self.layers else None))
         for j, layer in enumerate(self.layers):
             if isinstance(layer, ConvPoolLayer) and \
                     layer.image_shape[0] != self.mini_batch_size:
-                raise ValueError(
+                raise ConfigError(
                     "layer {} ({!r}): image_shape[0] = {} must equal "
                     "mini_batch_size = {}".format(j, layer, layer.image_shape[0],
                                                   self.mini_batch_size))
             if isinstance(layer, SoftmaxLayer) and j != len(self.layers) - 1:
-                raise ValueError("layer {}: a SoftmaxLayer can only be the "
+                raise ConfigError("layer {}: a SoftmaxLayer can only be the "
                                  "last layer".format(j))
             if j > 0:
                 prev = self.layers[j - 1]
@@ -63,7 +64,7 @@ class Network:
                 for d in prev.output_shape:
                     n_prev *= d
                 if n_prev != layer.n_in:
-                    raise ValueError(
+                    raise ConfigError(
                         "layer {} ({!r}) takes {} inputs per example but layer "
                         "{} ({!r}) gives {} (shape {})".format(
                             j, layer, layer.n_in, j - 1, prev, n_prev,
@@ -196,18 +197,18 @@ class Network:
           speed of learning).
         """
         if int(mini_batch_size) != self.mini_batch_size:
-            raise ValueError("SGD's mini_batch_size ({}) must equal the "
+            raise ConfigError("SGD's mini_batch_size ({}) must equal the "
                              "network's ({})".format(mini_batch_size,
                                                      self.mini_batch_size))
         if validation_data is None:
-            raise ValueError("SGD needs validation_data: network3 keeps the "
+            raise ConfigError("SGD needs validation_data: network3 keeps the "
                              "epoch with the best validation accuracy")
         training_x, training_y = self._data(training_data)
         validation_data = self._data(validation_data)
         test_data = self._data(test_data) if test_data is not None else None
         num_training_batches = len(training_x) // mini_batch_size
         if num_training_batches == 0:
-            raise ValueError("mini_batch_size {} is larger than the {} training "
+            raise ConfigError("mini_batch_size {} is larger than the {} training "
                              "examples".format(mini_batch_size, len(training_x)))
 
         history = list(history or [])

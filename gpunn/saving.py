@@ -28,16 +28,12 @@ import numpy
 
 from gpunn import backend
 from gpunn.activations import ACTIVATIONS
+from gpunn.errors import ConfigError, ModelFileError
 from gpunn.network3 import (ConvPoolLayer, FullyConnectedLayer, Network,
                             SoftmaxLayer)
 
 FORMAT, VERSION = "gpunn-network3", 1
 _RESERVED = ("format", "version", "layers", "mini_batch_size", "dtype")
-
-
-class ModelFileError(ValueError):
-    """A network file is missing, damaged or not what was expected.
-    The message names the file and the problem."""
 
 
 def _error(path, problem):
@@ -81,13 +77,13 @@ def layer_spec(layer):
     "p_dropout": 0.0}``.  Raises TypeError for a layer it cannot describe."""
     name = type(layer).__name__
     if _LAYER_TYPES.get(name, (None,))[0] is not type(layer):
-        raise TypeError("cannot save a layer of type {}".format(name))
+        raise ConfigError("cannot save a layer of type {}".format(name))
     spec = {"type": name}
     for field in _LAYER_TYPES[name][1]:
         value = getattr(layer, field)
         if field == "activation_fn":
             if ACTIVATIONS.get(value.__name__) is not value:
-                raise TypeError("cannot save {!r}: its activation {!r} is not "
+                raise ConfigError("cannot save {!r}: its activation {!r} is not "
                                 "one of gpunn's".format(layer, value))
             value = value.__name__
         spec[field] = list(value) if isinstance(value, tuple) else value
@@ -107,21 +103,21 @@ def _check_spec(spec):
     ValueError.  Checks the type and fields only: whether the sizes fit
     together is left to the layer and to Network."""
     if not isinstance(spec, dict):
-        raise ValueError("a layer spec must be a JSON object, got {!r}"
+        raise ConfigError("a layer spec must be a JSON object, got {!r}"
                          .format(spec))
     kind = spec.get("type")
     if not isinstance(kind, str) or kind not in _LAYER_TYPES:
-        raise ValueError("unknown layer type {!r}: expected one of {}".format(
+        raise ConfigError("unknown layer type {!r}: expected one of {}".format(
             kind, ", ".join(_LAYER_TYPES)))
     cls, fields = _LAYER_TYPES[kind]
     given = set(spec) - {"type"}
     if given != set(fields):
-        raise ValueError("{} has unknown fields {} and lacks {}".format(
+        raise ConfigError("{} has unknown fields {} and lacks {}".format(
             kind, sorted(given - set(fields)) or "none",
             sorted(set(fields) - given) or "none"))
     for field, (description, test) in fields.items():
         if not test(spec[field]):
-            raise ValueError("{}: {} must be {}, got {!r}".format(
+            raise ConfigError("{}: {} must be {}, got {!r}".format(
                 kind, field, description, spec[field]))
     kwargs = {field: spec[field] for field in fields}
     if "activation_fn" in kwargs:
@@ -151,7 +147,7 @@ def save(net, path, **metadata):
     path = os.fspath(path)
     clash = sorted(set(metadata) & set(_RESERVED))
     if clash:
-        raise ValueError("metadata keys {} are reserved by the file format"
+        raise ConfigError("metadata keys {} are reserved by the file format"
                          .format(clash))
     dtype = numpy.dtype(net.layers[0].w.dtype)
     fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)),
