@@ -145,6 +145,14 @@ def seed_dropout(s):
     state.device_rng = state.xp.random.default_rng(s)
 
 
+def is_out_of_memory(error):
+    """Is ``error`` the device (or host) running out of memory?"""
+    if isinstance(error, MemoryError):
+        return True
+    return _cupy is not None and isinstance(
+        error, _cupy.cuda.memory.OutOfMemoryError)
+
+
 def name():
     """Return the active backend's name: ``"numpy"`` or ``"cupy"``."""
     return "numpy" if _state().xp is numpy else "cupy"

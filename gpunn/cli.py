@@ -41,9 +41,24 @@ def main(argv=None):
     args = parser().parse_args(argv)
     try:
         return args.command(args) or 0
-    except (gpunn.BackendError, gpunn.DataError, saving.ModelFileError,
-            ValueError, OSError) as e:
+    except gpunn.DivergenceError as e:
+        checkpoint = os.path.join(getattr(args, "resume", None) or
+                                  getattr(args, "out", None) or "the run folder",
+                                  "network.npz")
+        print("gpunn: error: {} The last good checkpoint, if an epoch "
+              "finished, is {}.".format(e, checkpoint), file=sys.stderr)
+        return 3
+    except (gpunn.GpunnError, ValueError, OSError) as e:
         print("gpunn: error: {}".format(e), file=sys.stderr)
+        return 2
+    except Exception as e:
+        if not backend.is_out_of_memory(e):
+            raise
+        print("gpunn: error: out of memory training {} with mini-batches of {} "
+              "on {}: try a smaller --mini-batch-size, or --backend numpy"
+              .format(getattr(args, "name", "?"),
+                      getattr(args, "mini_batch_size", "?"), backend.name()),
+              file=sys.stderr)
         return 2
 
 
@@ -163,7 +178,7 @@ def train_command(args):
     if args.resume:
         return _resume(args)
     if args.name is None:
-        raise ValueError("train needs an experiment NAME (or --resume RUN)")
+        raise gpunn.ConfigError("train needs an experiment NAME (or --resume RUN)")
     if args.name in CHAPTERS_1_3:
         return _train_chapter_1_3(args)
     seed = args.seed if args.seed is not None else \
@@ -403,7 +418,7 @@ def _read_json(path):
         with open(path) as f:
             return json.load(f)
     except (OSError, ValueError) as e:
-        raise ValueError("{}: cannot read the run's settings ({})".format(
+        raise gpunn.ConfigError("{}: cannot read the run's settings ({})".format(
             path, e)) from None
 
 

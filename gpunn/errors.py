@@ -30,3 +30,34 @@ class BackendError(GpunnError, RuntimeError):
 
 class DivergenceError(GpunnError, ArithmeticError):
     """Training produced a cost or weights that are NaN or infinite."""
+
+
+# ---------------------------------------------------------------- checks
+# The argument checks shared by the networks; each returns the value,
+# converted, or raises ConfigError naming the argument and what it needs.
+
+def positive_int(name, value):
+    """``value`` as an int >= 1 (bools and non-whole numbers refused)."""
+    try:
+        ok = not isinstance(value, bool) and int(value) == value and value >= 1
+    except (TypeError, ValueError, OverflowError):
+        ok = False
+    if not ok:
+        raise ConfigError("{} must be a positive integer, got {!r}".format(
+            name, value))
+    return int(value)
+
+
+def number(name, value, minimum=0.0, allow_minimum=True):
+    """``value`` as a finite float >= ``minimum`` (> when not
+    ``allow_minimum``)."""
+    try:
+        x = float(value)
+        ok = not isinstance(value, bool) and x == x and x != float("inf") and \
+            (x >= minimum if allow_minimum else x > minimum)
+    except (TypeError, ValueError, OverflowError):
+        ok = False
+    if not ok:
+        raise ConfigError("{} must be a finite number {} {}, got {!r}".format(
+            name, ">=" if allow_minimum else ">", minimum, value))
+    return x

@@ -25,7 +25,7 @@ from gpunn import backend
 from gpunn.activations import sigmoid
 from gpunn.backend import get_array_module, to_numpy
 from gpunn.costs import COSTS, CrossEntropyCost, QuadraticCost  # noqa: F401
-from gpunn.errors import ConfigError
+from gpunn.errors import ConfigError, DivergenceError, number, positive_int
 from gpunn.layers import FullyConnectedLayer
 
 
@@ -130,11 +130,23 @@ class Network:
 
     def _train(self, training_data, epochs, mini_batch_size, eta, lmbda):
         """Run the epochs of SGD, yielding each epoch's number when it is done."""
+        epochs = positive_int("epochs", epochs)
+        eta = number("eta", eta, 0.0, allow_minimum=False)
+        lmbda = number("lmbda", lmbda)
         x, y = self._matrices(training_data)
+        xp = get_array_module(x)
         n = len(x)
-        if not 1 <= mini_batch_size <= n:
+        if not 1 <= positive_int("mini_batch_size", mini_batch_size) <= n:
             raise ConfigError("mini_batch_size must be between 1 and the {} "
-                             "training examples, got {}".format(n, mini_batch_size))
+                              "training examples, got {}".format(n, mini_batch_size))
+        if x.shape[1] != self.sizes[0] or y.shape[1:] not in ((), (self.sizes[-1],)):
+            raise ConfigError(
+                "training_data: x has {} inputs and y {} outputs per example; "
+                "the network takes {} and gives {}".format(
+                    x.shape[1], y.shape[1] if y.ndim > 1 else 1,
+                    self.sizes[0], self.sizes[-1]))
+        if not bool(xp.isfinite(x).all() & xp.isfinite(y).all()):
+            raise ConfigError("training_data holds NaN or infinite values")
         for j in range(epochs):
             # Shuffle once per epoch, on the device; mini-batches are slices.
             order = backend.asarray(backend.host_rng.permutation(n),
@@ -143,6 +155,11 @@ class Network:
             for k in range(0, n, mini_batch_size):
                 self._update(x_shuffled[k:k + mini_batch_size],
                              y_shuffled[k:k + mini_batch_size], eta, lmbda, n)
+            if not all(bool(xp.isfinite(layer.w).all()) for layer in self.layers):
+                raise DivergenceError(
+                    "training diverged in epoch {}: the weights became NaN or "
+                    "infinite. Try a smaller eta (it is {}; say {:g}).".format(
+                        j, eta, eta / 10))
             yield j
 
     def update_mini_batch(self, mini_batch, eta, lmbda, n):

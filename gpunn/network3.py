@@ -31,7 +31,7 @@ import numpy
 from gpunn import backend
 from gpunn.activations import ReLU, linear, sigmoid, tanh  # noqa: F401 (the book's names)
 from gpunn.backend import get_array_module
-from gpunn.errors import ConfigError, DivergenceError
+from gpunn.errors import ConfigError, DivergenceError, number, positive_int
 from gpunn.layers import ConvPoolLayer, FullyConnectedLayer, SoftmaxLayer
 from gpunn.mnist_loader import load_data_shared  # noqa: F401 (the book's name)
 
@@ -43,7 +43,12 @@ class Network:
         in a SoftmaxLayer, and the ``mini_batch_size`` used in training.
         Each layer's input size must match the previous layer's output."""
         self.layers = list(layers)
-        self.mini_batch_size = int(mini_batch_size)
+        self.mini_batch_size = positive_int("mini_batch_size", mini_batch_size)
+        for j, layer in enumerate(self.layers):
+            if not isinstance(layer, (ConvPoolLayer, FullyConnectedLayer)):
+                raise ConfigError("layer {} is {!r}, not a gpunn layer "
+                                  "(ConvPoolLayer, FullyConnectedLayer, "
+                                  "SoftmaxLayer)".format(j, layer))
         if not self.layers or not isinstance(self.layers[-1], SoftmaxLayer):
             raise ConfigError("the last layer must be a SoftmaxLayer (its "
                              "log-likelihood is the cost), got {!r}".format(
@@ -196,21 +201,26 @@ class Network:
           mean norm of each layer's nabla_w over the epoch (chapter 5's
           speed of learning).
         """
-        if int(mini_batch_size) != self.mini_batch_size:
+        epochs = positive_int("epochs", epochs)
+        eta = number("eta", eta, 0.0, allow_minimum=False)
+        lmbda = number("lmbda", lmbda)
+        if positive_int("mini_batch_size", mini_batch_size) != self.mini_batch_size:
             raise ConfigError("SGD's mini_batch_size ({}) must equal the "
-                             "network's ({})".format(mini_batch_size,
-                                                     self.mini_batch_size))
+                              "network's ({})".format(mini_batch_size,
+                                                      self.mini_batch_size))
         if validation_data is None:
             raise ConfigError("SGD needs validation_data: network3 keeps the "
-                             "epoch with the best validation accuracy")
-        training_x, training_y = self._data(training_data)
-        validation_data = self._data(validation_data)
-        test_data = self._data(test_data) if test_data is not None else None
+                              "epoch with the best validation accuracy")
+        training_x, training_y = self._checked_data(training_data, "training_data")
+        validation_data = self._checked_data(validation_data, "validation_data")
+        if test_data is not None:
+            test_data = self._checked_data(test_data, "test_data")
         num_training_batches = len(training_x) // mini_batch_size
         if num_training_batches == 0:
             raise ConfigError("mini_batch_size {} is larger than the {} training "
                              "examples".format(mini_batch_size, len(training_x)))
 
+        xp = get_array_module(training_x)
         history = list(history or [])
         best_validation_accuracy, best_iteration, test_accuracy = 0.0, None, None
         for record in history:  # a resumed run: the best epoch so far
@@ -225,23 +235,26 @@ class Network:
             bar = progress(epoch, num_training_batches * mini_batch_size) \
                 if progress else None
             norms = [0.0] * len(self.layers) if monitor_gradients else None
-            cost_sum = 0.0
+            # Each mini-batch's cost stays on the device until the epoch
+            # ends: no synchronization per step, and a divergence can still
+            # be traced to its mini-batch.
+            costs = xp.empty(num_training_batches, dtype=training_x.dtype)
             for minibatch_index in range(num_training_batches):
                 iteration = num_training_batches * epoch + minibatch_index
                 if iteration % 1000 == 0:
                     log("Training mini-batch number {0}".format(iteration))
                 batch = slice(minibatch_index * mini_batch_size,
                               (minibatch_index + 1) * mini_batch_size)
-                # cost_sum stays on the device: one read per epoch, below.
-                cost_sum = cost_sum + self._update(
+                costs[minibatch_index] = self._update(
                     training_x[batch], training_y[batch], eta, lmbda,
                     num_training_batches, norms)
                 if bar is not None:
                     bar.update(mini_batch_size)
             if bar is not None:
                 bar.close()
+            self._check_finite(costs, epoch, eta)
             record = {"epoch": epoch,
-                      "training_cost": float(cost_sum) / num_training_batches,
+                      "training_cost": float(costs.mean()),
                       "validation_accuracy": self.accuracy(validation_data),
                       "test_accuracy": None}
             if norms is not None:
@@ -269,6 +282,53 @@ class Network:
             log("Corresponding test accuracy of {0:.2%}".format(test_accuracy))
         return history
 
+    def _check_finite(self, costs, epoch, eta):
+        """Raise DivergenceError if the epoch's costs or the weights are NaN
+        or infinite: one read from the device per epoch."""
+        xp = get_array_module(costs)
+        finite = xp.isfinite(costs).all()
+        for layer in self.layers:
+            finite = finite & xp.isfinite(layer.w).all() & xp.isfinite(layer.b).all()
+        if bool(finite):
+            return
+        bad = xp.flatnonzero(~xp.isfinite(costs))
+        where = "mini-batch {}: the cost became {}".format(
+            int(bad[0]), float(costs[int(bad[0])])) if len(bad) else \
+            "the weights became NaN or infinite"
+        raise DivergenceError(
+            "training diverged in epoch {}, {}. Try a smaller eta (it is {}; "
+            "say {:g}).".format(epoch, where, eta, eta / 10))
+
+    def _checked_data(self, data, name):
+        """``data`` = (x, y) on the network's backend, after checking that
+        it fits the network: x of shape (n, n_in) (or (n, C, H, W)), finite;
+        y of shape (n,), whole numbers from 0 to n_out - 1."""
+        if not isinstance(data, (tuple, list)) or len(data) != 2:
+            raise ConfigError("{} must be a pair (x, y), got {}".format(
+                name, type(data).__name__))
+        x, y = self._inputs(data[0]), backend.asarray(data[1], dtype=None,
+                                                      like=self.layers[0].w)
+        first, last = self.layers[0], self.layers[-1]
+        if x.ndim < 2 or numpy.prod(x.shape[1:]) != first.n_in:
+            raise ConfigError("{}: x has shape {}, but layer 0 ({!r}) takes {} "
+                              "inputs per example".format(name, x.shape, first,
+                                                          first.n_in))
+        if y.ndim != 1 or len(y) != len(x):
+            raise ConfigError("{}: y has shape {}; expected ({},), one label per "
+                              "row of x".format(name, y.shape, len(x)))
+        if len(x) == 0:
+            raise ConfigError("{} is empty".format(name))
+        xp = get_array_module(x)
+        if not bool((y == xp.floor(y)).all() & (y >= 0).all()
+                    & (y < last.n_out).all()):
+            raise ConfigError("{}: labels must be whole numbers from 0 to {} "
+                              "(the softmax layer's outputs), found {} to {}"
+                              .format(name, last.n_out - 1, float(y.min()),
+                                      float(y.max())))
+        if not bool(xp.isfinite(x).all()):
+            raise ConfigError("{}: x holds NaN or infinite values".format(name))
+        return x, y.astype("int32")
+
     def to_backend(self):
         """Move every layer's parameters to the active backend and dtype
         (after ``gpunn.use(...)``); returns the network."""
@@ -285,10 +345,6 @@ class Network:
 
     def _labels(self, y):
         return backend.asarray(y, dtype="int32", like=self.layers[0].w)
-
-    def _data(self, data):
-        x, y = data
-        return self._inputs(x), self._labels(y)
 
 
 def epoch_seed(seed, epoch):
