@@ -210,6 +210,9 @@ def train_command(args):
 def _resume(args):
     folder = args.resume
     settings = _read_json(os.path.join(folder, "run.json"))
+    for name in os.listdir(folder):  # saves a kill cut short: never read
+        if name.startswith(".network.npz.") and name.endswith(".tmp"):
+            os.remove(os.path.join(folder, name))
     if args.dtype is None:  # go on in the run's dtype
         args.dtype = settings.get("dtype")
     _use(args)

@@ -188,9 +188,7 @@ class SoftmaxLayer(FullyConnectedLayer):
 
     def initial_parameters(self):
         """network3 starts the softmax layer at zero."""
-        xp, dtype = backend.xp, backend.floatX
-        return (xp.zeros((self.n_in, self.n_out), dtype=dtype),
-                xp.zeros((self.n_out,), dtype=dtype))
+        return _zeros((self.n_in, self.n_out)), _zeros((self.n_out,))
 
     def cost(self, y):
         """The log-likelihood cost of the last ``forward``: -mean ln a_y, a
@@ -232,14 +230,29 @@ def dropout_mask(inpt, p_dropout):
 def _normal(scale, shape):
     """N(0, scale^2) on the host from the seeded generator, then moved to
     the active backend: one seed gives the same network on NumPy and CuPy."""
-    return backend.asarray(backend.host_rng.normal(0.0, scale, size=shape))
+    return _allocate(shape, lambda: backend.asarray(
+        backend.host_rng.normal(0.0, scale, size=shape)))
+
+
+def _zeros(shape):
+    return _allocate(shape, lambda: backend.xp.zeros(shape, dtype=backend.floatX))
+
+
+def _allocate(shape, make):
+    """``make()``, or a ConfigError if no memory can hold ``shape``."""
+    try:
+        return make()
+    except (ValueError, MemoryError, OverflowError) as e:
+        raise ConfigError("a layer's parameters of shape {} do not fit in "
+                          "memory ({}: {})".format(shape, type(e).__name__, e)
+                          ) from None
 
 
 def _positive_ints(name, value, length):
     try:
         t = tuple(int(v) for v in value)
         ok = len(t) == length and all(v >= 1 and v == u for v, u in zip(t, value))
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         ok = False
     if not ok:
         raise ConfigError("{} must be {} positive integer{}, got {!r}".format(
