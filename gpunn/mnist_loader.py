@@ -28,6 +28,7 @@ one, raises ``DataError``.
 
 import gzip
 import hashlib
+import math
 import os
 import pickle
 
@@ -102,15 +103,71 @@ def check_sha256(path):
 # ---------------------------------------------------------------------------
 # Unpickling safely
 
-# A pickled ndarray is rebuilt by calling _reconstruct(ndarray, shape, dtype)
-# and then ndarray.__setstate__; these are the only globals the file may name.
-# NumPy 2 renamed numpy.core to numpy._core, and files carry either name.
-_reconstruct = numpy.ndarray((0,)).__reduce__()[0]
+# A pickled ndarray is rebuilt by _reconstruct(ndarray, shape, code) and then
+# ndarray.__setstate__((version, shape, dtype, fortran, bytes)); its dtype
+# by dtype(code) and dtype.__setstate__(state).  NumPy's own __setstate__
+# trusts its state (a forged dtype state crashed NumPy 2.4, or left an
+# array that claims to hold Python objects), so none of it runs here:
+# the file's calls build stand-ins that check their state, and only then
+# become arrays, with numpy.frombuffer.  These are the only names a file
+# may use; NumPy 2 renamed numpy.core to numpy._core, files carry either.
+
+class _Dtype:
+    """Stands in for numpy.dtype(code) with a standard numeric state."""
+
+    def __init__(self, code, align=False, copy=False):
+        try:
+            self.dtype = numpy.dtype(str(code))
+        except TypeError:
+            raise ValueError("unknown dtype {!r}".format(code)) from None
+        if self.dtype.kind not in "biuf" or isinstance(code, _Dtype):
+            raise ValueError("dtype {} is not numeric: only numeric arrays "
+                             "are accepted".format(self.dtype))
+
+    def __setstate__(self, state):
+        # What NumPy writes for a plain numeric dtype: (3, byte order,
+        # None, None, None, -1, -1, 0); only the byte order may vary.
+        if not (isinstance(state, tuple) and len(state) == 8
+                and state[0] == 3 and state[1] in ("<", ">", "|", "=")
+                and state[2:] == (None, None, None, -1, -1, 0)):
+            raise ValueError("unexpected dtype state {!r}".format(state))
+        if state[1] in "<>":
+            self.dtype = self.dtype.newbyteorder(state[1])
+
+
+class _Array:
+    """Stands in for _reconstruct(ndarray, shape, code); its __setstate__
+    makes the array from the bytes, once they check out."""
+
+    def __init__(self, subtype, shape, code):
+        if subtype is not _NDARRAY:
+            raise ValueError("only numpy.ndarray can be rebuilt")
+        self.array = None
+
+    def __setstate__(self, state):
+        if not (isinstance(state, tuple) and len(state) == 5 and state[0] == 1):
+            raise ValueError("unexpected array state")
+        _, shape, dtype, fortran, data = state
+        if not (isinstance(shape, tuple) and all(
+                type(n) is int and n >= 0 for n in shape)):
+            raise ValueError("bad array shape {!r}".format(shape))
+        if not isinstance(dtype, _Dtype) or type(fortran) is not bool:
+            raise ValueError("bad array dtype or order")
+        if isinstance(data, str):  # a Python 2 str, read as latin1
+            data = data.encode("latin1")
+        if not isinstance(data, bytes) or \
+                len(data) != math.prod(shape) * dtype.dtype.itemsize:
+            raise ValueError("the array's bytes do not match its shape")
+        self.array = numpy.frombuffer(data, dtype=dtype.dtype).reshape(
+            shape, order="F" if fortran else "C").copy()
+
+
+_NDARRAY = object()  # numpy.ndarray, as a marker: never called
 _ALLOWED = {
-    ("numpy.core.multiarray", "_reconstruct"): _reconstruct,
-    ("numpy._core.multiarray", "_reconstruct"): _reconstruct,
-    ("numpy", "ndarray"): numpy.ndarray,
-    ("numpy", "dtype"): numpy.dtype,
+    ("numpy.core.multiarray", "_reconstruct"): _Array,
+    ("numpy._core.multiarray", "_reconstruct"): _Array,
+    ("numpy", "ndarray"): _NDARRAY,
+    ("numpy", "dtype"): _Dtype,
 }
 
 
@@ -131,24 +188,18 @@ class _ArrayUnpickler(pickle.Unpickler):
                 "are accepted".format(self.path, module, name)) from None
 
 
-def _check_contents(obj, path):
-    """Raise ``DataError`` unless ``obj`` holds only tuples, lists and
-    numeric ndarrays.  Iterative, since a pickle can nest deeply."""
-    todo, seen = [obj], set()
-    while todo:
-        item = todo.pop()
-        if id(item) in seen:  # a pickle can hold cycles
-            continue
-        seen.add(id(item))
-        if isinstance(item, (tuple, list)):
-            todo.extend(item)
-        elif type(item) is numpy.ndarray:
-            if item.dtype.kind not in "biuf":
-                raise DataError("{}: holds an array of dtype {}; only numeric "
-                                "arrays are accepted".format(path, item.dtype))
-        else:
-            raise DataError("{}: holds a {}; only arrays, tuples and lists "
-                            "are accepted".format(path, type(item).__name__))
+def _arrays(obj, path, depth=0):
+    """``obj`` with every stand-in replaced by its array; DataError if it
+    holds anything but tuples, lists and complete arrays."""
+    if isinstance(obj, _Array) and obj.array is not None:
+        return obj.array
+    if isinstance(obj, (tuple, list)) and depth < 100:
+        items = [_arrays(item, path, depth + 1) for item in obj]
+        return tuple(items) if isinstance(obj, tuple) else items
+    raise DataError("{}: holds {}; only arrays, tuples and lists are "
+                    "accepted".format(path, "an incomplete array" if isinstance(
+                        obj, _Array) else "nesting too deep" if depth >= 100
+                        else "a " + type(obj).__name__))
 
 
 def safe_load_pickle(path):
@@ -172,8 +223,7 @@ def safe_load_pickle(path):
         raise DataError("{}: cannot unpickle ({}: {}); the file is damaged "
                         "or is not a pickle".format(path, type(e).__name__, e)
                         ) from None
-    _check_contents(obj, path)
-    return obj
+    return _arrays(obj, path)
 
 
 # ---------------------------------------------------------------------------

@@ -41,7 +41,8 @@ import numpy
 import pytest
 
 hypothesis = pytest.importorskip("hypothesis")
-from hypothesis import HealthCheck, assume, example, given, settings  # noqa: E402
+from hypothesis import (HealthCheck, assume, example, given,  # noqa: E402
+                        settings)
 from hypothesis import strategies as st  # noqa: E402
 
 import gpunn  # noqa: E402
@@ -60,8 +61,9 @@ PROPERTY = settings(max_examples=400, deadline=None, database=None,
                     derandomize=True,
                     suppress_health_check=[HealthCheck.function_scoped_fixture,
                                            HealthCheck.too_slow])
-#: For tests with explicit examples of (known) bugs: one failure reported,
-#: not several (an ExceptionGroup would not match an xfail's raises=).
+#: For tests with explicit examples of bugs found: one failure reported,
+#: not several (an ExceptionGroup would not match an xfail's raises=, if a
+#: known bug is ever marked xfail(strict=True) while it waits for a fix).
 ONE_BUG = settings(PROPERTY, report_multiple_bugs=False)
 MAX_WEIGHTS = 10 ** 6
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -148,7 +150,8 @@ VALID_PICKLES = [_python2_pickle(_mnist_like())] + \
 #: protocols 0 to 2; NumPy rebuilds arrays with _frombuffer in protocol 5.
 #: Damaged copies of them are tested too.
 REFUSED_PICKLES = [(pickle.dumps(_mnist_like(), protocol=p), name)
-                   for p, name in ((0, "_codecs.encode"), (1, "_codecs.encode"),
+                   for p, name in ((0, "_codecs.encode"),
+                                   (1, "_codecs.encode"),
                                    (2, "_codecs.encode"), (5, "._frombuffer"))]
 
 
@@ -339,21 +342,16 @@ def _short_dtype_state_pickle():
     return data.replace(state, b"X\x01\x00\x00\x00<q\x0bNJ")
 
 
-SEGFAULT = ("gpunn bug: safe_load_pickle lets a damaged pickle call "
-            "numpy.dtype.__setstate__ with any state; NumPy 2.4 segfaults "
-            "on (3, '<', None, -1, -1, 0)")
-FORGED_FLAGS = ("gpunn bug: safe_load_pickle returns a float32 array whose "
-                "dtype claims to hold Python objects (dtype state flags=1); "
-                "NumPy then fails inside (a.sum(): SystemError; "
-                "a[:2].copy(): RuntimeError 'get_clear_loop not set')")
+# Two bugs the properties found (fixed by stand-ins for NumPy's
+# __setstate__ in mnist_loader): the first pickle crashed the process
+# (NumPy 2.4 segfaults on that dtype state), the second gave a float32
+# array whose dtype claimed to hold Python objects (a.sum() raised
+# SystemError, a[:2].copy() RuntimeError "get_clear_loop not set").
 
-
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=SEGFAULT)
 def test_a_damaged_dtype_state_is_refused(worker):
     _check_pickle_file(worker, _short_dtype_state_pickle())
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=FORGED_FLAGS)
 def test_a_forged_dtype_is_refused(worker):
     _check_pickle_file(worker, _forged_dtype_pickle())
 
@@ -365,26 +363,21 @@ def test_safe_load_pickle_on_arbitrary_bytes(worker, data, gzipped):
     _check_pickle_file(worker, data, gzipped)
 
 
-# The explicit examples run first, and each fails until its bug is fixed:
-# the xfails below do not depend on what the draws find.
 @ONE_BUG
 @given(data=st.sampled_from(VALID_PICKLES + [p for p, _ in REFUSED_PICKLES])
        .flatmap(mutations), gzipped=st.booleans())
 @example(data=_short_dtype_state_pickle(), gzipped=False)
 @example(data=_forged_dtype_pickle(), gzipped=True)
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason=SEGFAULT + "; and " + FORGED_FLAGS)
 def test_safe_load_pickle_on_damaged_pickles(worker, data, gzipped):
     _check_pickle_file(worker, data, gzipped)
 
 
 # Damage in the compressed data: gzip's CRC is not checked (the unpickler
 # stops at the pickle's end, before the gzip trailer), so damaged data
-# reaches the unpickler; the draws find dtypes with flags here too.
+# reaches the unpickler.
 @ONE_BUG
 @given(data=mutations(gzip.compress(VALID_PICKLES[0], mtime=0)))
 @example(data=gzip.compress(_forged_dtype_pickle(), mtime=0))
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=FORGED_FLAGS)
 def test_safe_load_pickle_on_damaged_gzip_files(worker, data):
     _check_pickle_file(worker, data)
 
@@ -543,8 +536,8 @@ def test_load_on_network_files_with_wrong_contents(edits, arrays):
 # 3. Layer constructors
 
 ACTIVATIONS = list(activations.ACTIVATIONS.values())
-JUNK = [None, "sigmoid", 3, 1.5, numpy.tanh, lambda z: z, [activations.sigmoid],
-        activations]
+JUNK = [None, "sigmoid", 3, 1.5, numpy.tanh, lambda z: z,
+        [activations.sigmoid], activations]
 
 #: A size: valid small ints mixed with everything that is not one.
 sizes = st.one_of(
@@ -728,7 +721,8 @@ def stacks(draw):
         px = draw(st.integers(1, w - kw + 1))
         filters = draw(st.integers(1, 3))
         layers.append(ConvPoolLayer((filters, maps, kh, kw), (m, maps, h, w),
-                                    (py, px), draw(st.sampled_from(ACTIVATIONS))))
+                                    (py, px),
+                                    draw(st.sampled_from(ACTIVATIONS))))
         maps, h, w = filters, (h - kh + 1) // py, (w - kw + 1) // px
     n = maps * h * w
     for _ in range(draw(st.integers(0, 2))):
