@@ -211,7 +211,7 @@ def _resume(args):
     folder = args.resume
     settings = _read_json(os.path.join(folder, "run.json"))
     for name in os.listdir(folder):  # saves a kill cut short: never read
-        if name.startswith(".network.npz.") and name.endswith(".tmp"):
+        if name.endswith(".tmp") and name.startswith((".network.npz.", "log.jsonl")):
             os.remove(os.path.join(folder, name))
     if args.dtype is None:  # go on in the run's dtype
         args.dtype = settings.get("dtype")
@@ -238,11 +238,12 @@ def _train(net, settings, folder, history, quiet):
     training, validation, test = _data(e.expanded_data, settings["limit"],
                                        settings["eval_limit"])
     log_path = os.path.join(folder, "log.jsonl")
-    # The log says what the checkpoint holds: a crash after the checkpoint
-    # and before the log line (or the other way round) leaves no trace.
-    with open(log_path, "w") as f:
+    # The log says what the checkpoint holds (a kill between the two left
+    # it a line short), rewritten whole and renamed into place.
+    with open(log_path + ".tmp", "w") as f:
         for record in history:
             f.write(json.dumps(record) + "\n")
+    os.replace(log_path + ".tmp", log_path)
     done = list(history)
 
     def on_epoch(record):

@@ -251,7 +251,9 @@ def _allocate(shape, make):
 def _positive_ints(name, value, length):
     try:
         t = tuple(int(v) for v in value)
-        ok = len(t) == length and all(v >= 1 and v == u for v, u in zip(t, value))
+        ok = isinstance(value, (tuple, list)) and len(t) == length and all(
+            v >= 1 and v == u and not isinstance(u, bool)
+            for v, u in zip(t, value))
     except (TypeError, ValueError, OverflowError):
         ok = False
     if not ok:

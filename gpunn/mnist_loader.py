@@ -28,6 +28,7 @@ one, raises ``DataError``.
 
 import gzip
 import hashlib
+import io
 import math
 import os
 import pickle
@@ -211,8 +212,11 @@ def safe_load_pickle(path):
         with open(path, "rb") as raw:
             gzipped = raw.read(2) == b"\x1f\x8b"
             raw.seek(0)
-            f = gzip.GzipFile(fileobj=raw, mode="rb") if gzipped else raw
-            obj = _ArrayUnpickler(f, path).load()
+            # Read to the end first: gzip checks its CRC only there, and
+            # the unpickler would stop at the pickle's last byte.
+            data = gzip.GzipFile(fileobj=raw, mode="rb").read() if gzipped \
+                else raw.read()
+            obj = _ArrayUnpickler(io.BytesIO(data), path).load()
     except DataError:
         raise
     except FileNotFoundError:
