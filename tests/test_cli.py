@@ -156,3 +156,13 @@ def test_console_script_where_installed():
     p = subprocess.run([script, "list"], capture_output=True, text=True,
                        timeout=120)
     assert p.returncode == 0 and "dbl_conv_relu: " in p.stdout
+
+
+def test_a_diverging_run_stops_with_exit_code_3(tmp_path):
+    p = gpunn("train", "dbl_conv_relu", "--eta", "100", "--epochs", "2",
+              "--out", tmp_path / "run", "--seed", "1", "--quiet", *QUICK)
+    assert p.returncode == 3
+    assert "gpunn: error: training diverged in epoch 0, mini-batch " in p.stderr
+    assert "Try a smaller eta (it is 100.0; say 10)." in p.stderr
+    # No epoch finished, so no checkpoint was written over a good one.
+    assert not (tmp_path / "run" / "network.npz").exists()
