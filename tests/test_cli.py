@@ -159,8 +159,11 @@ def test_console_script_where_installed():
 
 
 def test_a_diverging_run_stops_with_exit_code_3(tmp_path):
+    """eta 100 on the ReLU net: with seed 2 the cost is NaN by mini-batch 5
+    (seeds 3 and 5 diverge too; some seeds only kill every ReLU, which
+    stays finite and is not a divergence)."""
     p = gpunn("train", "dbl_conv_relu", "--eta", "100", "--epochs", "2",
-              "--out", tmp_path / "run", "--seed", "1", "--quiet", *QUICK)
+              "--out", tmp_path / "run", "--seed", "2", "--quiet", *QUICK)
     assert p.returncode == 3
     assert "gpunn: error: training diverged in epoch 0, mini-batch " in p.stderr
     assert "Try a smaller eta (it is 100.0; say 10)." in p.stderr
