@@ -5,7 +5,8 @@ Compiled CPU versions (numba) of kernels in ``kernels.py``, for NumPy
 arrays, where the generic version pays for many small NumPy calls.  They
 take and return the same arrays; ``kernels.py`` calls them when numba is
 installed, and the generic versions there stay the reference the tests
-hold them to (tests/test_kernels.py runs each kernel test both ways).
+hold them to (tests/test_kernels.py checks col2im_matmul compiled and
+generic against col2im).
 
 Only col2im is here: its generic form is one strided add per filter
 position (25 for a 5x5 filter), and the compiled loop does them in one
