@@ -27,7 +27,7 @@ import os
 import sys
 
 import gpunn
-from gpunn import backend, experiments, saving
+from gpunn import backend, errors, experiments, saving
 from gpunn.activations import ACTIVATIONS
 
 COMMANDS = ("list", "train", "evaluate", "ensemble", "plot")
@@ -426,22 +426,28 @@ def _read_json(path):
             path, e)) from None
 
 
-def _positive_int(text):
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError("must be at least 1, got %s" % text)
-    return value
+# argparse types: the same checks as the networks' (gpunn.errors), with
+# argparse's wording, so the command refuses what training would refuse.
+
+def _argument(check, wording):
+    def convert(text):
+        try:
+            return check("value", text)
+        except gpunn.ConfigError:
+            raise argparse.ArgumentTypeError(
+                "must be {}, got {}".format(wording, text)) from None
+    return convert
 
 
-def _positive_float(text):
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError("must be positive, got %s" % text)
-    return value
+_positive_int = _argument(lambda n, t: errors.positive_int(n, _number(t)),
+                          "at least 1")
+_positive_float = _argument(lambda n, t: errors.number(n, t, 0.0, False),
+                            "positive")
+_nonnegative_float = _argument(lambda n, t: errors.number(n, t), "0 or more")
 
 
-def _nonnegative_float(text):
-    value = float(text)
-    if not value >= 0:
-        raise argparse.ArgumentTypeError("must be 0 or more, got %s" % text)
-    return value
+def _number(text):
+    try:
+        return int(text)
+    except ValueError:
+        return text  # positive_int refuses it, naming the text
