@@ -9,6 +9,7 @@ experiments from the command line.
     gpunn evaluate MODEL_FILE       accuracy on validation and test data
     gpunn ensemble MODEL_FILE...    the book's vote of several networks
     gpunn plot RUN                  the book's figures of a run
+    gpunn reproduce [CHAPTER...]    the book's accuracies, run again
 
 A run lives in a folder (``--out``, default runs/NAME-DATE-TIME):
 ``network.npz`` (the network and its metadata, rewritten atomically at the
@@ -24,13 +25,15 @@ import argparse
 import datetime
 import json
 import os
+import subprocess
 import sys
+import time
 
 import gpunn
 from gpunn import backend, errors, experiments, saving
 from gpunn.activations import ACTIVATIONS
 
-COMMANDS = ("list", "train", "evaluate", "ensemble", "plot")
+COMMANDS = ("list", "train", "evaluate", "ensemble", "plot", "reproduce")
 CHAPTERS_1_3 = ("network", "network2")
 
 
@@ -87,6 +90,9 @@ def parser():
                    help="neurons per fully connected layer (expanded_data, "
                         "expanded_data_double_fc; hidden neurons of network, "
                         "network2)")
+    c.add_argument("--init", choices=("large", "default"),
+                   help="network, network2: the large initializer, N(0, 1) "
+                        "weights (default), or chapter 3's N(0, 1/n_in)")
     c.add_argument("--activation", choices=sorted(ACTIVATIONS),
                    default="sigmoid", help="dbl_conv's activation function")
     c.add_argument("--p-dropout", type=float, nargs=3, metavar="P",
@@ -125,6 +131,37 @@ def parser():
     c.add_argument("run", metavar="RUN", help="a run's folder")
     _backend_options(c)
     c.set_defaults(command=plot_command)
+
+    c = commands.add_parser(
+        "reproduce", help="run the book's reported accuracies again",
+        description="Train every network whose accuracy the book reports, "
+        "with the book's settings, several runs side by side, and write the "
+        "results table (the book's number, gpunn's best run, the "
+        "difference, epochs, wall time, backend, device) to OUT/table.md. "
+        "Runs already finished in OUT are kept; a chapter-6 run cut short "
+        "goes on from its checkpoint.")
+    c.add_argument("chapters", nargs="*", metavar="CHAPTER", default=["all"],
+                   help="chapter1, chapter3, chapter6, all (default), or "
+                        "rows of the table by name (shallow, ch1-30, ...)")
+    c.add_argument("--runs", type=_positive_int, default=3,
+                   help="runs per row (default 3, as the book; the vote "
+                        "trains five double_fc_dropout networks)")
+    c.add_argument("--jobs", type=_positive_int,
+                   help="runs side by side (default: one per CPU core on "
+                        "numpy, four per GPU on cupy)")
+    c.add_argument("--out", default=os.path.join("runs", "reproduce"),
+                   help="the results folder (default runs/reproduce)")
+    c.add_argument("--epochs", type=_positive_int,
+                   help="train every run this many epochs: a smoke test, "
+                        "marked so in the table")
+    c.add_argument("--limit", type=_positive_int, metavar="N",
+                   help="train on the first N images only (marked so)")
+    c.add_argument("--eval-limit", type=_positive_int, metavar="N",
+                   help="validate and test on the first N images only")
+    c.add_argument("--report", action="store_true",
+                   help="train nothing: make the table again from OUT/logs")
+    _backend_options(c)
+    c.set_defaults(command=reproduce_command)
     return p
 
 
@@ -157,7 +194,7 @@ def list_command(args):
     print("network: chapter 1, [784, 30, 10] sigmoid, quadratic cost, eta 3.0, "
           "30 epochs; book: 95.42%")
     print("network2: chapter 3, [784, 30, 10] sigmoid, cross-entropy, eta 0.5, "
-          "lmbda 5.0, 30 epochs; book: 96.49%")
+          "lmbda 5.0, large initializer, 30 epochs; book: 96.49%")
 
 
 def _short(layer):
@@ -181,6 +218,9 @@ def train_command(args):
         raise gpunn.ConfigError("train needs an experiment NAME (or --resume RUN)")
     if args.name in CHAPTERS_1_3:
         return _train_chapter_1_3(args)
+    if args.init:
+        raise gpunn.ConfigError("--init is for network and network2; {} "
+                                "initializes as network3 does".format(args.name))
     seed = args.seed if args.seed is not None else \
         int.from_bytes(os.urandom(4), "little")
     out = args.out or os.path.join("runs", "{}-{}".format(
@@ -210,6 +250,10 @@ def train_command(args):
 def _resume(args):
     folder = args.resume
     settings = _read_json(os.path.join(folder, "run.json"))
+    if settings.get("experiment") in CHAPTERS_1_3:
+        raise gpunn.ConfigError("{}: runs of {} keep no checkpoint and cannot "
+                                "be resumed; train again".format(
+                                    folder, settings["experiment"]))
     for name in os.listdir(folder):  # saves a kill cut short: never read
         if name.endswith(".tmp") and name.startswith((".network.npz.", "log.jsonl")):
             os.remove(os.path.join(folder, name))
@@ -305,31 +349,76 @@ def _device():
 
 
 def _train_chapter_1_3(args):
-    """Chapters 1 and 3, with the book's settings: [784, n, 10]."""
+    """Chapters 1 and 3: [784, n, 10] with the book's settings unless
+    overridden.  network: quadratic cost, eta 3.0, N(0, 1) weights (the
+    large initializer).  network2: cross-entropy, eta 0.5, lmbda 5.0 and
+    the large initializer: the book's 96.49% run.  Each epoch's validation
+    and test accuracy go to log.jsonl; network.json is saved at the end
+    (these runs are minutes long on a CPU: no checkpoint, no --resume)."""
     from gpunn import mnist_loader, network, network2
-    _use(args, seed=args.seed)
-    training, validation, test = mnist_loader.load_data_wrapper()
-    if args.limit:
-        training = training[:args.limit]
-    if args.eval_limit:
-        validation, test = validation[:args.eval_limit], test[:args.eval_limit]
-    sizes = [784, args.n or 30, 10]
+    if args.name == "network" and args.lmbda:
+        raise gpunn.ConfigError("network (chapter 1) has no L2 regularization: "
+                                "use network2 for --lmbda")
+    if args.name == "network" and args.init == "default":
+        raise gpunn.ConfigError("network (chapter 1) has only the large "
+                                "initializer: use network2 for --init default")
+    seed = args.seed if args.seed is not None else \
+        int.from_bytes(os.urandom(4), "little")
     out = args.out or os.path.join("runs", "{}-{}".format(
         args.name, datetime.datetime.now().strftime("%Y%m%d-%H%M%S")))
-    os.makedirs(out, exist_ok=True)
-    _check_writable(out)
-    if args.name == "network":
-        net = network.Network(sizes)
-        net.SGD(training, args.epochs or 30, args.mini_batch_size,
-                args.eta or 3.0, test_data=test)
-    else:
-        net = network2.Network(sizes, cost=network2.CrossEntropyCost)
-        net.SGD(training, args.epochs or 30, args.mini_batch_size,
-                args.eta or 0.5,
-                lmbda=args.lmbda if args.lmbda is not None else 5.0,
-                evaluation_data=validation, monitor_evaluation_accuracy=True)
-    net.save(os.path.join(out, "network.json"))
-    print("Saved {}".format(os.path.join(out, "network.json")))
+    for run in range(args.runs):
+        folder = out if args.runs == 1 else os.path.join(out, "run-{}".format(run))
+        os.makedirs(folder, exist_ok=True)
+        _check_writable(folder)
+        _use(args, seed=seed + run)
+        chapter_1 = args.name == "network"
+        settings = {
+            "experiment": args.name, "n": args.n or 30,
+            "epochs": args.epochs or 30, "mini_batch_size": args.mini_batch_size,
+            "eta": args.eta or (3.0 if chapter_1 else 0.5),
+            "lmbda": 0.0 if chapter_1 else
+            (args.lmbda if args.lmbda is not None else 5.0),
+            "init": args.init or "large", "seed": seed + run,
+            "limit": args.limit, "eval_limit": args.eval_limit,
+            "dtype": backend.floatX.name}
+        _write_json(os.path.join(folder, "run.json"), settings)
+        training, validation, test = mnist_loader.load_data_wrapper()
+        training = training[:args.limit] if args.limit else training
+        if args.eval_limit:
+            validation, test = (validation[:args.eval_limit],
+                                test[:args.eval_limit])
+        sizes = [784, settings["n"], 10]
+        if chapter_1:
+            net = network.Network(sizes)
+        else:
+            net = network2.Network(sizes, cost=network2.CrossEntropyCost)
+            if settings["init"] == "large":
+                net.large_weight_initializer()
+        log_path = os.path.join(folder, "log.jsonl")
+        open(log_path, "w").close()
+        if not args.quiet:
+            print("{}: [784, {}, 10] on {} ({}), {} training images, run "
+                  "folder {}".format(args.name, settings["n"], backend.name(),
+                                     backend.floatX.name, len(training), folder))
+        start = time.perf_counter()
+        for j in net._train(training, settings["epochs"],
+                            settings["mini_batch_size"], settings["eta"],
+                            settings["lmbda"]):
+            v, t = net.accuracy(validation), net.accuracy(test)
+            record = {"epoch": j, "validation_accuracy": v / len(validation),
+                      "test_accuracy": t / len(test),
+                      "seconds": time.perf_counter() - start,
+                      "backend": backend.name(), "dtype": backend.floatX.name,
+                      "device": _device()}
+            with open(log_path, "a") as f:
+                f.write(json.dumps(record) + "\n")
+            if not args.quiet:
+                print("Epoch {}: validation {} / {}, test {} / {}".format(
+                    j, v, len(validation), t, len(test)))
+            start = time.perf_counter()
+        net.save(os.path.join(folder, "network.json"))
+        if not args.quiet:
+            print("Saved {}".format(os.path.join(folder, "network.json")))
     return 0
 
 
@@ -395,6 +484,61 @@ def plot_command(args):
                 title="layer {} filters".format(j)))
     for path in written:
         print("Wrote {}".format(path))
+    return 0
+
+
+# ---------------------------------------------------------------- reproduce
+
+def reproduce_command(args):
+    from gpunn import reproduce
+    chapter_rows = reproduce.rows(args.chapters)
+    out = args.out
+    if args.report:
+        if not os.path.isdir(os.path.join(out, "logs")):
+            raise gpunn.ConfigError("{} has no logs folder: nothing to report"
+                                    .format(out))
+        table = reproduce.report(out)
+        print(reproduce.markdown(table), end="")
+        return 0
+    os.makedirs(os.path.join(out, "logs"), exist_ok=True)
+    _check_writable(out)
+    backend_name = args.backend or os.environ.get("GPUNN_BACKEND") or "auto"
+    if backend_name == "auto":
+        backend_name = "cupy" if reproduce.gpu_count() else "numpy"
+    jobs = args.jobs or reproduce.default_jobs(backend_name)
+    planned = reproduce.plan(chapter_rows, args.runs, out, args.epochs)
+    options = {"backend": backend_name, "dtype": args.dtype,
+               "limit": args.limit, "eval_limit": args.eval_limit}
+    if any(r.row.expanded for r in planned):  # once, before the runs
+        subprocess.run([sys.executable, "-m", "gpunn.expand_mnist"], check=True)
+    print("gpunn reproduce: {} runs of {} rows on {}, {} side by side; "
+          "results in {}".format(len(planned), len(chapter_rows), backend_name,
+                                 jobs, out))
+    started, start = reproduce.now(), time.perf_counter()
+    failed = reproduce.run_all(planned, jobs, args.epochs, options,
+                               backend_name)
+    reproduce.write_logs(planned, out, args.epochs)
+    if any(r.metric == "vote" for r in chapter_rows):
+        if reproduce.vote_of(planned, args.epochs, out) is None:
+            print("the vote: fewer than {} double_fc_dropout runs finished"
+                  .format(reproduce.VOTERS))
+    with open(os.path.join(out, "invocations.jsonl"), "a") as f:
+        f.write(json.dumps({
+            "command": ["gpunn", "reproduce"] + sys.argv[2:]
+            if sys.argv[1:2] == ["reproduce"] else ["gpunn"] + sys.argv[1:],
+            "started": started, "wall_seconds": round(
+                time.perf_counter() - start, 1),
+            "runs": len(planned), "failed": len(failed), "jobs": jobs,
+            "backend": backend_name}, separators=(",", ":")) + "\n")
+    table = reproduce.report(out)
+    print(reproduce.markdown(table), end="")
+    print("Wall time {:.1f} min; table in {}".format(
+        (time.perf_counter() - start) / 60, os.path.join(out, "table.md")))
+    if failed:
+        print("gpunn: error: {} run(s) failed: {}".format(len(failed), ", ".join(
+            "{} run {}".format(r.row.key, r.index) for r, _ in failed)),
+            file=sys.stderr)
+        return 1
     return 0
 
 

@@ -1,0 +1,458 @@
+"""reproduce.py
+~~~~~~~~~~~~~~~~
+
+Every accuracy the book reports, run again with the book's settings:
+``gpunn reproduce [chapter1|chapter3|chapter6|all]``.
+
+``ROWS`` is the results table as data: for each of the book's numbers,
+what it measures and the ``gpunn train`` arguments of one run.  A run is
+a ``gpunn train`` subprocess with its own run folder, so the runs of a
+table go side by side (one per CPU core, or several per GPU), a crash
+costs one run, and a chapter-6 run that was cut short goes on from its
+checkpoint (``gpunn train --resume``) when ``reproduce`` is run again.
+
+The output folder (``--out``) holds:
+
+- ``runs/KEY/run-R/``: the run folders (networks, full logs; not committed);
+- ``logs/KEY-runR.jsonl``: each finished run's compact log, a header line
+  (settings, backend, device) and one line per epoch: what docs/ keeps;
+- ``table.md`` and ``results.json``: the table, made from ``logs/`` alone
+  (``gpunn reproduce --report DIR`` makes it again);
+- ``invocations.jsonl``: each ``reproduce`` command, its jobs and wall time.
+
+Run k of every row has seed k (1, 2, 3, ...): a table can be run again.
+"""
+
+import datetime
+import json
+import os
+import platform
+import shlex
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+
+import gpunn
+from gpunn import backend
+
+CHAPTERS = ("chapter1", "chapter3", "chapter6")
+
+#: How a row's number is read from a run's per-epoch accuracies.
+METRICS = {
+    "peak_test": "the best epoch's test accuracy",
+    "peak_validation": "the best epoch's validation accuracy",
+    "test_at_best_validation": "the test accuracy at the epoch of best "
+                               "validation accuracy (network3's printout)",
+    "vote": "the plurality vote of five trained networks on the test data",
+}
+
+
+@dataclass(frozen=True)
+class Row:
+    """One of the book's numbers and how to run it."""
+    key: str
+    chapter: str
+    label: str
+    book: float          # the book's accuracy, in %
+    metric: str          # a key of METRICS
+    train: tuple         # ``gpunn train`` arguments, seed and folder aside
+    epochs: int
+    expanded: bool = False  # expanded data: 250,000 images an epoch
+
+
+def _ch1(n, book):
+    return Row("ch1-{}".format(n), "chapter1",
+               "network.py [784, {}, 10], quadratic cost, eta 3.0".format(n),
+               book, "peak_test",
+               ("network", "--n", str(n), "--eta", "3.0", "--epochs", "30"), 30)
+
+
+def _ch3(key, n, book, metric, eta=0.5, lmbda=0.0, init="large", epochs=30):
+    label = "network2.py [784, {}, 10], cross-entropy, eta {}{}, {} init".format(
+        n, eta, ", lmbda {}".format(lmbda) if lmbda else "", init)
+    if epochs != 30:
+        label += ", {} epochs".format(epochs)
+    return Row(key, "chapter3", label, book, metric,
+               ("network2", "--n", str(n), "--eta", str(eta), "--lmbda",
+                str(lmbda), "--init", init, "--epochs", str(epochs)), epochs)
+
+
+def _ch6(key, label, book, train, epochs=60, expanded=False):
+    return Row(key, "chapter6", label, book, "test_at_best_validation",
+               train, epochs, expanded)
+
+
+ROWS = (
+    _ch1(30, 95.42),
+    _ch1(100, 96.59),
+    _ch3("ch3-30", 30, 95.49, "peak_test"),
+    _ch3("ch3-100", 100, 96.82, "peak_test"),
+    _ch3("ch3-30-l2", 30, 96.49, "peak_test", lmbda=5.0),
+    _ch3("ch3-100-l2", 100, 97.92, "peak_validation", lmbda=5.0),
+    _ch3("ch3-100-l2-60", 100, 98.04, "peak_validation", eta=0.1, lmbda=5.0,
+         init="default", epochs=60),
+    _ch6("shallow", "shallow: 100 sigmoid, softmax, eta 0.1", 97.80,
+         ("shallow",)),
+    _ch6("basic_conv", "basic_conv: conv-pool, 100 sigmoid, eta 0.1", 98.78,
+         ("basic_conv",)),
+    _ch6("dbl_conv", "dbl_conv: two conv-pool, sigmoid, eta 0.1", 99.06,
+         ("dbl_conv", "--activation", "sigmoid")),
+    _ch6("dbl_conv_relu", "dbl_conv_relu: ReLU, eta 0.03, lmbda 0.1", 99.23,
+         ("dbl_conv_relu",)),
+    *[_ch6("expanded_data_{}".format(n),
+           "expanded data, {} ReLU neurons".format(n), book,
+           ("expanded_data", "--n", str(n)), expanded=True)
+      for n, book in ((100, 99.37), (300, 99.46), (1000, 99.43))],
+    *[_ch6("expanded_data_double_fc_{}".format(n),
+           "expanded data, two fully connected layers of {}".format(n), book,
+           ("expanded_data_double_fc", "--n", str(n)), expanded=True)
+      for n, book in ((100, 99.43), (300, 99.48), (1000, 99.47))],
+    _ch6("double_fc_dropout", "double_fc_dropout: 2 x 1000, dropout 0.5, "
+         "eta 0.03", 99.60, ("double_fc_dropout",), epochs=40, expanded=True),
+    Row("vote", "chapter6", "the vote of five double_fc_dropout networks",
+        99.67, "vote", (), 40, True),
+)
+
+VOTERS = 5  # the book's ensemble: five networks
+VOTE_FILE = "vote.json"
+
+
+def rows(names):
+    """The rows that ``names`` pick: chapters (CHAPTERS), "all", or rows'
+    keys (e.g. "shallow", "ch1-30"), in ROWS order."""
+    keys = {row.key for row in ROWS}
+    unknown = set(names) - set(CHAPTERS) - keys - {"all"}
+    if unknown:
+        raise gpunn.ConfigError(
+            "unknown chapter or row {}: choose from all, {}, or rows {}".format(
+                ", ".join(sorted(unknown)), ", ".join(CHAPTERS),
+                ", ".join(row.key for row in ROWS)))
+    return [row for row in ROWS
+            if "all" in names or row.chapter in names or row.key in names]
+
+
+# ---------------------------------------------------------------- running
+
+@dataclass(frozen=True)
+class Run:
+    """Run ``index`` of ``row``: its folder and how far it got."""
+    row: Row
+    index: int
+    folder: str
+
+    @property
+    def seed(self):
+        return self.index + 1
+
+    @property
+    def log_name(self):
+        return "{}-run{}.jsonl".format(self.row.key, self.index)
+
+    def records(self):
+        return _read_jsonl(os.path.join(self.folder, "log.jsonl"))
+
+    def finished(self, epochs):
+        model = "network.json" if self.row.chapter != "chapter6" else "network.npz"
+        return (os.path.exists(os.path.join(self.folder, model)) and
+                len(self.records()) >= epochs)
+
+    def command(self, epochs, options):
+        """The ``gpunn train`` command line of this run, or of its resumption
+        where a chapter-6 run left a checkpoint.  ``options``: backend,
+        dtype (default: float64 for chapters 1 and 3, as the book's NumPy
+        code; float32 for chapter 6, Theano's floatX on a GPU), limit and
+        eval_limit."""
+        gpunn_command = [sys.executable, "-m", "gpunn", "train"]
+        backend_option = ["--backend", options["backend"]] \
+            if options.get("backend") else []
+        if (self.row.chapter == "chapter6" and
+                os.path.exists(os.path.join(self.folder, "network.npz"))):
+            return gpunn_command + ["--resume", self.folder, "--quiet"] + \
+                backend_option + ["--epochs", str(epochs)]
+        dtype = options.get("dtype") or (
+            "float32" if self.row.chapter == "chapter6" else "float64")
+        train = list(self.row.train) + backend_option + ["--dtype", dtype]
+        for name in ("limit", "eval_limit"):
+            if options.get(name):
+                train += ["--" + name.replace("_", "-"), str(options[name])]
+        if epochs != self.row.epochs:
+            if "--epochs" in train:
+                train[train.index("--epochs") + 1] = str(epochs)
+            else:
+                train += ["--epochs", str(epochs)]
+        return gpunn_command + train + [
+            "--seed", str(self.seed), "--out", self.folder, "--quiet"]
+
+
+def plan(chapter_rows, runs, out, epochs=None):
+    """The runs of a table: ``runs`` per row (the vote needs VOTERS of
+    double_fc_dropout).  ``epochs`` shortens every run (a smoke test)."""
+    planned = []
+    for row in chapter_rows:
+        if row.metric == "vote":
+            continue
+        count = runs
+        if row.key == "double_fc_dropout" and any(r.metric == "vote"
+                                                  for r in chapter_rows):
+            count = max(runs, VOTERS)
+        for index in range(count):
+            planned.append(Run(row, index, os.path.join(
+                out, "runs", row.key, "run-{}".format(index))))
+    return planned
+
+
+def default_jobs(backend_name):
+    """How many runs go side by side: one per CPU core on NumPy (each
+    with one BLAS thread); on CuPy four per GPU, as a mini-batch of 10
+    leaves most of a GPU idle, and no more than the CPU cores that feed
+    them."""
+    cores = os.cpu_count() or 1
+    if backend_name == "numpy":
+        return cores
+    return max(1, min(cores, 4 * gpu_count()))
+
+
+def gpu_count():
+    cupy, _ = backend._usable_cupy()
+    return cupy.cuda.runtime.getDeviceCount() if cupy is not None else 0
+
+
+def run_all(planned, jobs, epochs, options, backend_name, report=print):
+    """Run the unfinished runs of ``planned``, ``jobs`` at a time, as
+    ``gpunn train`` subprocesses; each one's output goes to its folder's
+    output.txt.  Returns the runs that failed, with their exit codes."""
+    todo = [r for r in planned if not r.finished(epochs or r.row.epochs)]
+    for r in planned:
+        if r not in todo:
+            report("{} run {}: done already".format(r.row.key, r.index))
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    gpus = gpu_count() if backend_name == "cupy" else 0
+    running, failed, slot = {}, [], 0
+    while todo or running:
+        while todo and len(running) < jobs:
+            r = todo.pop(0)
+            os.makedirs(r.folder, exist_ok=True)
+            env = dict(os.environ)
+            for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS",
+                         "MKL_NUM_THREADS"):
+                env.setdefault(name, str(threads))
+            if gpus:
+                env["CUDA_VISIBLE_DEVICES"] = str(slot % gpus)
+            slot += 1
+            command = r.command(epochs or r.row.epochs, options)
+            output = open(os.path.join(r.folder, "output.txt"), "a")
+            output.write("$ {}\n".format(shlex.join(command)))
+            output.flush()
+            running[r] = (subprocess.Popen(command, stdout=output,
+                                           stderr=subprocess.STDOUT, env=env),
+                          output, time.perf_counter())
+            report("{} run {}: started (seed {})".format(r.row.key, r.index,
+                                                          r.seed))
+        time.sleep(0.2)
+        for r, (process, output, start) in list(running.items()):
+            if process.poll() is None:
+                continue
+            output.close()
+            del running[r]
+            if process.returncode:
+                failed.append((r, process.returncode))
+                report("{} run {}: FAILED with exit code {}; see {}".format(
+                    r.row.key, r.index, process.returncode,
+                    os.path.join(r.folder, "output.txt")))
+            else:
+                report("{} run {}: done in {:.0f} s".format(
+                    r.row.key, r.index, time.perf_counter() - start))
+    return failed
+
+
+# ---------------------------------------------------------------- logs
+
+def compact_log(run):
+    """The lines of ``run``'s compact log: a header, then one line per
+    epoch (accuracies as fractions, seconds rounded to 0.01)."""
+    settings = _read_json(os.path.join(run.folder, "run.json"))
+    records = run.records()
+    header = {"row": run.row.key, "run": run.index, "book": run.row.book,
+              "metric": run.row.metric, "settings": settings,
+              "backend": records[0]["backend"], "dtype": records[0]["dtype"],
+              "device": device_name(records[0]["device"]),
+              "gpunn": gpunn.__version__}
+    lines = [header]
+    for r in records:
+        line = {"epoch": r["epoch"],
+                "validation_accuracy": r["validation_accuracy"],
+                "test_accuracy": r["test_accuracy"],
+                "seconds": round(r["seconds"], 2)}
+        if "training_cost" in r:
+            line["training_cost"] = float("{:.6g}".format(r["training_cost"]))
+        lines.append(line)
+    return lines
+
+
+def write_logs(planned, out, epochs):
+    """Copy each finished run's compact log into out/logs."""
+    os.makedirs(os.path.join(out, "logs"), exist_ok=True)
+    for r in planned:
+        if r.finished(epochs or r.row.epochs):
+            _write_jsonl(os.path.join(out, "logs", r.log_name), compact_log(r))
+
+
+def device_name(device):
+    """The device a log names: the GPU's name, or for "cpu" the CPU's
+    model and core count."""
+    if device != "cpu":
+        return device
+    model = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return "{} ({} cores)".format(model, os.cpu_count())
+
+
+def run_metric(metric, epochs):
+    """A run's number, in %, from its per-epoch records (None if none)."""
+    if metric == "peak_test":
+        values = [e["test_accuracy"] for e in epochs]
+    elif metric == "peak_validation":
+        values = [e["validation_accuracy"] for e in epochs]
+    else:  # network3: the test accuracy of the last best validation epoch
+        values = [e["test_accuracy"] for e in epochs
+                  if e["test_accuracy"] is not None][-1:]
+    return round(100 * max(values), 2) if values else None
+
+
+# ---------------------------------------------------------------- the table
+
+def results(logs_folder):
+    """One dict per row that has logs in ``logs_folder``, in ROWS order:
+    the book's number, the best run's (as the book reports), every run's,
+    epochs, mean wall time per run, backend, dtype and device.  The vote's
+    row comes from logs_folder/vote.json, where ``vote_of`` wrote it."""
+    logs = {}
+    vote = None
+    if os.path.exists(os.path.join(logs_folder, VOTE_FILE)):
+        vote = _read_json(os.path.join(logs_folder, VOTE_FILE))
+    for name in sorted(os.listdir(logs_folder)):
+        if name.endswith(".jsonl"):
+            lines = _read_jsonl(os.path.join(logs_folder, name))
+            logs.setdefault(lines[0]["row"], []).append(lines)
+    table = []
+    for row in ROWS:
+        if row.metric == "vote":
+            if vote is not None:
+                table.append(dict(vote, key=row.key, label=row.label,
+                                  book=row.book,
+                                  difference=round(vote["gpunn"] - row.book, 2)))
+            continue
+        if row.key not in logs:
+            continue
+        runs = sorted(logs[row.key], key=lambda lines: lines[0]["run"])
+        values = [run_metric(row.metric, lines[1:]) for lines in runs]
+        best = max(values)
+        header = runs[0][0]
+        table.append({
+            "key": row.key, "label": row.label, "book": row.book,
+            "gpunn": best, "difference": round(best - row.book, 2),
+            "runs": values, "metric": row.metric,
+            "epochs": len(runs[0]) - 1,
+            "book_settings": len(runs[0]) - 1 == row.epochs and
+            not header["settings"].get("limit") and
+            not header["settings"].get("eval_limit"),
+            "wall_seconds": round(sum(sum(e["seconds"] for e in lines[1:])
+                                      for lines in runs) / len(runs), 1),
+            "backend": header["backend"], "dtype": header["dtype"],
+            "device": header["device"]})
+    return table
+
+
+def markdown(table):
+    """The results table in Markdown."""
+    lines = ["| row | the book | gpunn (best run) | difference | runs | "
+             "epochs | wall time per run | backend | device |",
+             "| --- | ---: | ---: | ---: | --- | ---: | ---: | --- | --- |"]
+    for r in table:
+        runs = ", ".join("{:.2f}".format(v) for v in r["runs"])
+        lines.append("| {}{} | {:.2f}% | {:.2f}% | {:+.2f} | {} | {} | {} | "
+                     "{} ({}) | {} |".format(
+                         r["label"], "" if r["book_settings"] else
+                         " (NOT the book's settings)",
+                         r["book"], r["gpunn"], r["difference"], runs,
+                         r["epochs"], _duration(r["wall_seconds"]),
+                         r["backend"], r["dtype"], r["device"]))
+    return "\n".join(lines) + "\n"
+
+
+def report(out):
+    """Write out/table.md and out/results.json from out/logs; returns
+    the table."""
+    table = results(os.path.join(out, "logs"))
+    with open(os.path.join(out, "table.md"), "w") as f:
+        f.write(markdown(table))
+    with open(os.path.join(out, "results.json"), "w") as f:
+        json.dump(table, f, indent=1)
+    return table
+
+
+def vote_of(planned, epochs, out):
+    """The vote of the first VOTERS finished double_fc_dropout runs, written
+    to out/logs/vote.json; None (and nothing written) where fewer finished."""
+    voters = [r for r in planned if r.row.key == "double_fc_dropout" and
+              r.finished(epochs or r.row.epochs)][:VOTERS]
+    if len(voters) < VOTERS:
+        return None
+    from gpunn import saving
+    from gpunn.ensemble import ensemble
+    nets = [saving.load(os.path.join(r.folder, "network.npz"))[0]
+            for r in voters]
+    _, _, test = gpunn.load_data()
+    accuracy, _, _ = ensemble(nets, test)
+    first = voters[0].records()[0]
+    settings = _read_json(os.path.join(voters[0].folder, "run.json"))
+    vote = {"gpunn": round(100 * accuracy, 2), "runs": [], "metric": "vote",
+            "voters": [r.log_name for r in voters],
+            "epochs": len(voters[0].records()),
+            "book_settings": not epochs and not settings.get("limit") and
+            not settings.get("eval_limit"),
+            "wall_seconds": 0.0, "backend": first["backend"],
+            "dtype": first["dtype"], "device": device_name(first["device"])}
+    with open(os.path.join(out, "logs", VOTE_FILE), "w") as f:
+        json.dump(vote, f, indent=1)
+    return vote
+
+
+def _duration(seconds):
+    if seconds < 120:
+        return "{:.0f} s".format(seconds)
+    if seconds < 7200:
+        return "{:.1f} min".format(seconds / 60)
+    return "{:.1f} h".format(seconds / 3600)
+
+
+def _read_json(path):
+    with open(path) as f:
+        return json.load(f)
+
+
+def _read_jsonl(path):
+    try:
+        with open(path) as f:
+            return [json.loads(line) for line in f if line.strip()]
+    except FileNotFoundError:
+        return []
+
+
+def _write_jsonl(path, lines):
+    with open(path + ".tmp", "w") as f:
+        for line in lines:
+            f.write(json.dumps(line, separators=(",", ":")) + "\n")
+    os.replace(path + ".tmp", path)
+
+
+def now():
+    return datetime.datetime.now().isoformat(timespec="seconds")
