@@ -218,7 +218,8 @@ def gpu_count():
     return cupy.cuda.runtime.getDeviceCount() if cupy is not None else 0
 
 
-def run_all(planned, jobs, epochs, options, backend_name, report=print):
+def run_all(planned, jobs, epochs, options, backend_name,
+            report=lambda line: print(line, flush=True)):
     """Run the unfinished runs of ``planned``, ``jobs`` at a time, as
     ``gpunn train`` subprocesses; each one's output goes to its folder's
     output.txt.  Returns the runs that failed, with their exit codes."""

@@ -45,7 +45,7 @@ def test_list_names_every_experiment_with_the_books_numbers():
 
 
 def test_help_on_every_command():
-    for command in ("list", "train", "evaluate", "ensemble", "plot"):
+    for command in ("list", "train", "evaluate", "ensemble", "plot", "reproduce"):
         out = ok(gpunn(command, "--help"))
         assert out.startswith("usage: gpunn {}".format(command))
 
@@ -130,8 +130,23 @@ def test_chapter_1_and_3_networks(tmp_path):
     out = ok(gpunn("train", "network2", "--epochs", "1", "--n", "20",
                    "--out", tmp_path / "n2", "--limit", "1000",
                    "--eval-limit", "500", "--backend", "numpy"))
-    assert "Accuracy on evaluation data: " in out
+    assert "Epoch 0: validation " in out and ", test " in out
     assert json.load(open(tmp_path / "n2" / "network.json"))["sizes"] == [784, 20, 10]
+    record, = [json.loads(line) for line in open(tmp_path / "n2" / "log.jsonl")]
+    assert record["epoch"] == 0 and 0.3 < record["test_accuracy"] <= 1
+    # --init: chapter 3's default initializer starts elsewhere than the large
+    # one, from the same seed; chapter 1 has only the large one.
+    for init in ("large", "default"):
+        ok(gpunn("train", "network2", "--epochs", "1", "--init", init,
+                 "--seed", "3", "--out", tmp_path / init, "--limit", "100",
+                 "--eval-limit", "100", "--backend", "numpy", "--quiet"))
+    large, default = (json.load(open(tmp_path / init / "network.json"))
+                      for init in ("large", "default"))
+    assert numpy.std(default["weights"][0]) < 0.2 < numpy.std(large["weights"][0])
+    p = gpunn("train", "network", "--init", "default", "--backend", "numpy")
+    assert p.returncode == 2 and "only the large initializer" in p.stderr
+    p = gpunn("train", "--resume", tmp_path / "n2")
+    assert p.returncode == 2 and "cannot be resumed" in p.stderr
 
 
 def test_errors_are_clear_and_early(tmp_path):

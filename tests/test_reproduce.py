@@ -1,0 +1,165 @@
+"""gpunn reproduce: real subprocesses on small slices of MNIST, checked
+against networks trained here and against the book's formulas for each
+row's number; and the committed docs/RESULTS.md against its logs."""
+
+import json
+import os
+import re
+
+import pytest
+
+from gpunn import reproduce
+from tests.test_cli import REPO, gpunn, ok
+
+SMALL = ["--epochs", "2", "--limit", "1000", "--eval-limit", "300",
+         "--backend", "numpy"]
+
+
+def lines(path):
+    return [json.loads(line) for line in open(path)]
+
+
+def test_chapter1_runs_side_by_side_and_match_a_network_trained_here(tmp_path):
+    import gpunn as g
+    from gpunn import mnist_loader, network
+    out = ok(gpunn("reproduce", "ch1-30", "--runs", "2", "--jobs", "2",
+                   "--out", tmp_path, *SMALL))
+    assert "2 side by side" in out
+    assert "(NOT the book's settings)" in out  # 2 epochs, not 30
+    log = lines(tmp_path / "logs" / "ch1-30-run1.jsonl")
+    header, epochs = log[0], log[1:]
+    assert header["settings"]["seed"] == 2 and header["dtype"] == "float64"
+    assert header["settings"]["eta"] == 3.0 and [e["epoch"] for e in epochs] == [0, 1]
+    # The same network, trained in this process: the same test accuracies.
+    g.use("numpy", "float64", seed=2)
+    training, validation, test = mnist_loader.load_data_wrapper()
+    net = network.Network([784, 30, 10])
+    here = []
+    for _ in net._train(training[:1000], 2, 10, 3.0, 0.0):
+        here.append(net.accuracy(test[:300]) / 300)
+    assert [e["test_accuracy"] for e in epochs] == here
+    # The row's number: the peak test accuracy of the better run, in %.
+    table = json.load(open(tmp_path / "results.json"))
+    runs = [max(e["test_accuracy"] for e in lines(
+        tmp_path / "logs" / "ch1-30-run{}.jsonl".format(j))[1:]) for j in (0, 1)]
+    assert table[0]["runs"] == [round(100 * r, 2) for r in runs]
+    assert table[0]["gpunn"] == round(100 * max(runs), 2)
+    assert table[0]["difference"] == round(100 * max(runs) - 95.42, 2)
+    assert table[0]["book"] == 95.42 and not table[0]["book_settings"]
+    invocation, = lines(tmp_path / "invocations.jsonl")
+    assert invocation["runs"] == 2 and invocation["failed"] == 0
+
+    # Run again: finished runs are kept, not trained again.
+    before = (tmp_path / "logs" / "ch1-30-run0.jsonl").read_text()
+    out = ok(gpunn("reproduce", "ch1-30", "--runs", "2", "--out", tmp_path, *SMALL))
+    assert out.count("done already") == 2 and "started" not in out
+    assert (tmp_path / "logs" / "ch1-30-run0.jsonl").read_text() == before
+    # --report makes the same table from the logs alone.
+    table_md = (tmp_path / "table.md").read_text()
+    assert ok(gpunn("reproduce", "--report", "--out", tmp_path)) == table_md
+
+
+def test_a_run_cut_short_is_trained_again_or_resumed(tmp_path):
+    # Chapter 3 keeps no checkpoint: a run without its network is redone.
+    ok(gpunn("reproduce", "ch3-30", "--runs", "1", "--out", tmp_path, *SMALL))
+    run = tmp_path / "runs" / "ch3-30" / "run-0"
+    os.remove(run / "network.json")
+    out = ok(gpunn("reproduce", "ch3-30", "--runs", "1", "--out", tmp_path, *SMALL))
+    assert "ch3-30 run 0: started" in out
+    assert len(lines(run / "log.jsonl")) == 2
+    # Chapter 6 goes on from its checkpoint: 1 epoch, then 2.
+    small = SMALL[2:]
+    ok(gpunn("reproduce", "shallow", "--runs", "1", "--epochs", "1",
+             "--out", tmp_path, *small))
+    run = tmp_path / "runs" / "shallow" / "run-0"
+    first = lines(run / "log.jsonl")
+    ok(gpunn("reproduce", "shallow", "--runs", "1", "--epochs", "2",
+             "--out", tmp_path, *small))
+    assert "--resume" in (run / "output.txt").read_text()
+    resumed = lines(run / "log.jsonl")
+    assert resumed[:1] == first and [r["epoch"] for r in resumed] == [0, 1]
+    header, *epochs = lines(tmp_path / "logs" / "shallow-run0.jsonl")
+    assert header["dtype"] == "float32" and len(epochs) == 2
+    # network3's number: the test accuracy of the best validation epoch.
+    best = max(range(2), key=lambda j: (epochs[j]["validation_accuracy"], j))
+    table = json.load(open(tmp_path / "results.json"))
+    row, = [r for r in table if r["key"] == "shallow"]
+    assert row["gpunn"] == round(100 * epochs[best]["test_accuracy"], 2)
+
+
+def test_a_failing_run_fails_the_command_and_the_others_finish(tmp_path):
+    # A checkpoint without its run's settings: that run cannot go on.
+    run = tmp_path / "runs" / "shallow" / "run-0"
+    run.mkdir(parents=True)
+    (run / "network.npz").write_bytes(b"not a network")
+    p = gpunn("reproduce", "ch1-30", "shallow", "--runs", "1", "--epochs", "1",
+              "--out", tmp_path, *SMALL[2:])
+    assert p.returncode == 1
+    assert "shallow run 0: FAILED with exit code 2" in p.stdout
+    assert "1 run(s) failed: shallow run 0" in p.stderr
+    assert "cannot read the run's settings" in (run / "output.txt").read_text()
+    assert (tmp_path / "logs" / "ch1-30-run0.jsonl").exists()
+    assert not (tmp_path / "logs" / "shallow-run0.jsonl").exists()
+
+
+def test_bad_arguments_are_refused():
+    p = gpunn("reproduce", "chapter2")
+    assert p.returncode == 2 and "unknown chapter or row chapter2" in p.stderr
+    p = gpunn("reproduce", "--report", "--out", "/nonexistent/folder")
+    assert p.returncode == 2 and "no logs folder" in p.stderr
+
+
+def test_row_metrics_follow_the_book():
+    epochs = [{"validation_accuracy": 0.95, "test_accuracy": 0.94},
+              {"validation_accuracy": 0.97, "test_accuracy": 0.93},
+              {"validation_accuracy": 0.96, "test_accuracy": 0.96}]
+    assert reproduce.run_metric("peak_test", epochs) == 96.0
+    assert reproduce.run_metric("peak_validation", epochs) == 97.0
+    # network3 computes the test accuracy only at a new best validation
+    # accuracy (ties included); the last one computed is its number.
+    network3 = [{"validation_accuracy": 0.95, "test_accuracy": 0.94},
+                {"validation_accuracy": 0.97, "test_accuracy": 0.93},
+                {"validation_accuracy": 0.96, "test_accuracy": None},
+                {"validation_accuracy": 0.97, "test_accuracy": 0.935}]
+    assert reproduce.run_metric("test_at_best_validation", network3) == 93.5
+
+
+def test_every_number_of_the_issue_is_a_row():
+    book = {row.key: row.book for row in reproduce.ROWS}
+    assert book == {
+        "ch1-30": 95.42, "ch1-100": 96.59, "ch3-30": 95.49, "ch3-100": 96.82,
+        "ch3-30-l2": 96.49, "ch3-100-l2": 97.92, "ch3-100-l2-60": 98.04,
+        "shallow": 97.80, "basic_conv": 98.78, "dbl_conv": 99.06,
+        "dbl_conv_relu": 99.23, "expanded_data_100": 99.37,
+        "expanded_data_300": 99.46, "expanded_data_1000": 99.43,
+        "expanded_data_double_fc_100": 99.43,
+        "expanded_data_double_fc_300": 99.48,
+        "expanded_data_double_fc_1000": 99.47, "double_fc_dropout": 99.60,
+        "vote": 99.67}
+    for row in reproduce.ROWS:  # chapter 6's settings are the experiments'
+        if row.chapter == "chapter6" and row.metric != "vote":
+            from gpunn import experiments
+            name = row.train[0]
+            n = int(row.train[2]) if "--n" in row.train else 100
+            e = experiments.experiment(name, n=n)
+            assert (e.epochs, e.book_accuracy) == (row.epochs, row.book)
+
+
+RESULTS = os.path.join(REPO, "docs", "results")
+
+
+@pytest.mark.skipif(not os.path.isdir(os.path.join(RESULTS, "logs")),
+                    reason="no committed results")
+def test_docs_results_table_is_the_one_its_logs_give():
+    table = reproduce.results(os.path.join(RESULTS, "logs"))
+    text = open(os.path.join(REPO, "docs", "RESULTS.md")).read()
+    assert reproduce.markdown(table) in text
+    for row in table:  # the committed logs ran the book's settings
+        assert row["book_settings"], row["key"]
+    for name in os.listdir(os.path.join(RESULTS, "logs")):
+        if name.endswith(".jsonl"):
+            header, *epochs = lines(os.path.join(RESULTS, "logs", name))
+            assert re.fullmatch(r"{}-run{}\.jsonl".format(
+                re.escape(header["row"]), header["run"]), name)
+            assert header["settings"]["seed"] == header["run"] + 1
+            assert [e["epoch"] for e in epochs] == list(range(len(epochs)))
