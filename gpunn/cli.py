@@ -513,7 +513,7 @@ def reproduce_command(args):
         subprocess.run([sys.executable, "-m", "gpunn.expand_mnist"], check=True)
     print("gpunn reproduce: {} runs of {} rows on {}, {} side by side; "
           "results in {}".format(len(planned), len(chapter_rows), backend_name,
-                                 jobs, out))
+                                 jobs, out), flush=True)
     started, start = reproduce.now(), time.perf_counter()
     failed = reproduce.run_all(planned, jobs, args.epochs, options,
                                backend_name)

@@ -163,3 +163,25 @@ def test_docs_results_table_is_the_one_its_logs_give():
                 re.escape(header["row"]), header["run"]), name)
             assert header["settings"]["seed"] == header["run"] + 1
             assert [e["epoch"] for e in epochs] == list(range(len(epochs)))
+
+
+@pytest.mark.slow
+def test_the_vote_of_five_double_fc_dropout_runs(tmp_path):
+    from gpunn import saving
+    from gpunn.ensemble import ensemble
+    import gpunn as g
+    out = ok(gpunn("reproduce", "double_fc_dropout", "vote", "--runs", "1",
+                   "--epochs", "1", "--limit", "200", "--eval-limit", "100",
+                   "--backend", "numpy", "--out", tmp_path))
+    assert out.count("started") == 5  # the vote trains five networks
+    vote = json.load(open(tmp_path / "logs" / "vote.json"))
+    assert vote["voters"] == ["double_fc_dropout-run{}.jsonl".format(j)
+                              for j in range(5)]
+    g.use("numpy", "float32")
+    nets = [saving.load(tmp_path / "runs" / "double_fc_dropout" /
+                        "run-{}".format(j) / "network.npz")[0] for j in range(5)]
+    accuracy, _, _ = ensemble(nets, g.load_data()[2])
+    assert vote["gpunn"] == round(100 * accuracy, 2)
+    table = json.load(open(tmp_path / "results.json"))
+    assert [r["key"] for r in table] == ["double_fc_dropout", "vote"]
+    assert not table[1]["book_settings"] and table[1]["book"] == 99.67
