@@ -515,6 +515,7 @@ def reproduce_command(args):
           "results in {}".format(len(planned), len(chapter_rows), backend_name,
                                  jobs, out), flush=True)
     started, start = reproduce.now(), time.perf_counter()
+    trained = sum(not r.finished(args.epochs or r.row.epochs) for r in planned)
     failed = reproduce.run_all(planned, jobs, args.epochs, options,
                                backend_name)
     reproduce.write_logs(planned, out, args.epochs)
@@ -528,7 +529,8 @@ def reproduce_command(args):
             if sys.argv[1:2] == ["reproduce"] else ["gpunn"] + sys.argv[1:],
             "started": started, "wall_seconds": round(
                 time.perf_counter() - start, 1),
-            "runs": len(planned), "failed": len(failed), "jobs": jobs,
+            "runs": len(planned), "trained": trained, "failed": len(failed),
+            "jobs": jobs,
             "backend": backend_name}, separators=(",", ":")) + "\n")
     table = reproduce.report(out)
     print(reproduce.markdown(table), end="")
