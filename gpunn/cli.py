@@ -506,7 +506,7 @@ def reproduce_command(args):
     if backend_name == "auto":
         backend_name = "cupy" if reproduce.gpu_count() else "numpy"
     jobs = args.jobs or reproduce.default_jobs(backend_name)
-    planned = reproduce.plan(chapter_rows, args.runs, out, args.epochs)
+    planned = reproduce.plan(chapter_rows, args.runs, out)
     options = {"backend": backend_name, "dtype": args.dtype,
                "limit": args.limit, "eval_limit": args.eval_limit}
     if any(r.row.expanded for r in planned):  # once, before the runs

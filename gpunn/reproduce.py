@@ -185,9 +185,9 @@ class Run:
             "--seed", str(self.seed), "--out", self.folder, "--quiet"]
 
 
-def plan(chapter_rows, runs, out, epochs=None):
+def plan(chapter_rows, runs, out):
     """The runs of a table: ``runs`` per row (the vote needs VOTERS of
-    double_fc_dropout).  ``epochs`` shortens every run (a smoke test)."""
+    double_fc_dropout), each with its folder under out/runs."""
     planned = []
     for row in chapter_rows:
         if row.metric == "vote":
@@ -412,6 +412,7 @@ def vote_of(planned, epochs, out):
     nets = [saving.load(os.path.join(r.folder, "network.npz"))[0]
             for r in voters]
     _, _, test = gpunn.load_data()
+    start = time.perf_counter()
     accuracy, _, _ = ensemble(nets, test)
     first = voters[0].records()[0]
     settings = _read_json(os.path.join(voters[0].folder, "run.json"))
@@ -420,7 +421,8 @@ def vote_of(planned, epochs, out):
             "epochs": len(voters[0].records()),
             "book_settings": not epochs and not settings.get("limit") and
             not settings.get("eval_limit"),
-            "wall_seconds": 0.0, "backend": first["backend"],
+            "wall_seconds": round(time.perf_counter() - start, 1),
+            "backend": first["backend"],
             "dtype": first["dtype"], "device": device_name(first["device"])}
     with open(os.path.join(out, "logs", VOTE_FILE), "w") as f:
         json.dump(vote, f, indent=1)
