@@ -221,10 +221,7 @@ def train_command(args):
     if args.init:
         raise gpunn.ConfigError("--init is for network and network2; {} "
                                 "initializes as network3 does".format(args.name))
-    seed = args.seed if args.seed is not None else \
-        int.from_bytes(os.urandom(4), "little")
-    out = args.out or os.path.join("runs", "{}-{}".format(
-        args.name, datetime.datetime.now().strftime("%Y%m%d-%H%M%S")))
+    seed, out = _seed_and_folder(args)
     for run in range(args.runs):
         folder = out if args.runs == 1 else os.path.join(out, "run-{}".format(run))
         settings = {
@@ -245,6 +242,14 @@ def train_command(args):
         net = e.network(settings["mini_batch_size"])
         _train(net, settings, folder, [], args.quiet)
     return 0
+
+
+def _seed_and_folder(args):
+    """The run's seed (drawn and recorded when not given) and folder."""
+    seed = args.seed if args.seed is not None else \
+        int.from_bytes(os.urandom(4), "little")
+    return seed, args.out or os.path.join("runs", "{}-{}".format(
+        args.name, datetime.datetime.now().strftime("%Y%m%d-%H%M%S")))
 
 
 def _resume(args):
@@ -362,16 +367,18 @@ def _train_chapter_1_3(args):
     if args.name == "network" and args.init == "default":
         raise gpunn.ConfigError("network (chapter 1) has only the large "
                                 "initializer: use network2 for --init default")
-    seed = args.seed if args.seed is not None else \
-        int.from_bytes(os.urandom(4), "little")
-    out = args.out or os.path.join("runs", "{}-{}".format(
-        args.name, datetime.datetime.now().strftime("%Y%m%d-%H%M%S")))
+    seed, out = _seed_and_folder(args)
+    _use(args)
+    training, validation, test = mnist_loader.load_data_wrapper()
+    training = training[:args.limit] if args.limit else training
+    if args.eval_limit:
+        validation, test = validation[:args.eval_limit], test[:args.eval_limit]
+    chapter_1 = args.name == "network"
     for run in range(args.runs):
         folder = out if args.runs == 1 else os.path.join(out, "run-{}".format(run))
         os.makedirs(folder, exist_ok=True)
         _check_writable(folder)
-        _use(args, seed=seed + run)
-        chapter_1 = args.name == "network"
+        backend.reseed(seed + run)
         settings = {
             "experiment": args.name, "n": args.n or 30,
             "epochs": args.epochs or 30, "mini_batch_size": args.mini_batch_size,
@@ -382,11 +389,6 @@ def _train_chapter_1_3(args):
             "limit": args.limit, "eval_limit": args.eval_limit,
             "dtype": backend.floatX.name}
         _write_json(os.path.join(folder, "run.json"), settings)
-        training, validation, test = mnist_loader.load_data_wrapper()
-        training = training[:args.limit] if args.limit else training
-        if args.eval_limit:
-            validation, test = (validation[:args.eval_limit],
-                                test[:args.eval_limit])
         sizes = [784, settings["n"], 10]
         if chapter_1:
             net = network.Network(sizes)
@@ -394,32 +396,41 @@ def _train_chapter_1_3(args):
             net = network2.Network(sizes, cost=network2.CrossEntropyCost)
             if settings["init"] == "large":
                 net.large_weight_initializer()
-        log_path = os.path.join(folder, "log.jsonl")
-        open(log_path, "w").close()
         if not args.quiet:
             print("{}: [784, {}, 10] on {} ({}), {} training images, run "
                   "folder {}".format(args.name, settings["n"], backend.name(),
                                      backend.floatX.name, len(training), folder))
-        start = time.perf_counter()
-        for j in net._train(training, settings["epochs"],
-                            settings["mini_batch_size"], settings["eta"],
-                            settings["lmbda"]):
-            v, t = net.accuracy(validation), net.accuracy(test)
-            record = {"epoch": j, "validation_accuracy": v / len(validation),
-                      "test_accuracy": t / len(test),
-                      "seconds": time.perf_counter() - start,
-                      "backend": backend.name(), "dtype": backend.floatX.name,
-                      "device": _device()}
-            with open(log_path, "a") as f:
-                f.write(json.dumps(record) + "\n")
-            if not args.quiet:
-                print("Epoch {}: validation {} / {}, test {} / {}".format(
-                    j, v, len(validation), t, len(test)))
-            start = time.perf_counter()
-        net.save(os.path.join(folder, "network.json"))
-        if not args.quiet:
-            print("Saved {}".format(os.path.join(folder, "network.json")))
+        _train_1_3(net, settings, (training, validation, test), folder,
+                   args.quiet)
     return 0
+
+
+def _train_1_3(net, settings, data, folder, quiet):
+    """SGD as the book's chapters 1 and 3 run it; after each epoch, the
+    validation and test accuracy go to folder/log.jsonl (and, unless
+    ``quiet``, the screen).  The network is saved as folder/network.json."""
+    training, validation, test = data
+    log_path = os.path.join(folder, "log.jsonl")
+    open(log_path, "w").close()
+    start = time.perf_counter()
+    for j in net._train(training, settings["epochs"],
+                        settings["mini_batch_size"], settings["eta"],
+                        settings["lmbda"]):
+        v, t = net.accuracy(validation), net.accuracy(test)
+        record = {"epoch": j, "validation_accuracy": v / len(validation),
+                  "test_accuracy": t / len(test),
+                  "seconds": time.perf_counter() - start,
+                  "backend": backend.name(), "dtype": backend.floatX.name,
+                  "device": _device()}
+        with open(log_path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+        if not quiet:
+            print("Epoch {}: validation {} / {}, test {} / {}".format(
+                j, v, len(validation), t, len(test)))
+        start = time.perf_counter()
+    net.save(os.path.join(folder, "network.json"))
+    if not quiet:
+        print("Saved {}".format(os.path.join(folder, "network.json")))
 
 
 # ---------------------------------------------------------------- evaluate, ensemble
