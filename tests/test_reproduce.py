@@ -16,7 +16,13 @@ SMALL = ["--epochs", "2", "--limit", "1000", "--eval-limit", "300",
 
 
 def lines(path):
-    return [json.loads(line) for line in open(path)]
+    with open(path) as f:
+        return [json.loads(line) for line in f]
+
+
+def load(path):
+    with open(path) as f:
+        return json.load(f)
 
 
 def test_chapter1_runs_side_by_side_and_match_a_network_trained_here(tmp_path):
@@ -39,7 +45,7 @@ def test_chapter1_runs_side_by_side_and_match_a_network_trained_here(tmp_path):
         here.append(net.accuracy(test[:300]) / 300)
     assert [e["test_accuracy"] for e in epochs] == here
     # The row's number: the peak test accuracy of the better run, in %.
-    table = json.load(open(tmp_path / "results.json"))
+    table = load(tmp_path / "results.json")
     runs = [max(e["test_accuracy"] for e in lines(
         tmp_path / "logs" / "ch1-30-run{}.jsonl".format(j))[1:]) for j in (0, 1)]
     assert table[0]["runs"] == [round(100 * r, 2) for r in runs]
@@ -82,7 +88,7 @@ def test_a_run_cut_short_is_trained_again_or_resumed(tmp_path):
     assert header["dtype"] == "float32" and len(epochs) == 2
     # network3's number: the test accuracy of the best validation epoch.
     best = max(range(2), key=lambda j: (epochs[j]["validation_accuracy"], j))
-    table = json.load(open(tmp_path / "results.json"))
+    table = load(tmp_path / "results.json")
     row, = [r for r in table if r["key"] == "shallow"]
     assert row["gpunn"] == round(100 * epochs[best]["test_accuracy"], 2)
 
@@ -152,7 +158,8 @@ RESULTS = os.path.join(REPO, "docs", "results")
                     reason="no committed results")
 def test_docs_results_table_is_the_one_its_logs_give():
     table = reproduce.results(os.path.join(RESULTS, "logs"))
-    text = open(os.path.join(REPO, "docs", "RESULTS.md")).read()
+    with open(os.path.join(REPO, "docs", "RESULTS.md")) as f:
+        text = f.read()
     assert reproduce.markdown(table) in text
     for row in table:  # the committed logs ran the book's settings
         assert row["book_settings"], row["key"]
@@ -174,7 +181,7 @@ def test_the_vote_of_five_double_fc_dropout_runs(tmp_path):
                    "--epochs", "1", "--limit", "200", "--eval-limit", "100",
                    "--backend", "numpy", "--out", tmp_path))
     assert out.count("started") == 5  # the vote trains five networks
-    vote = json.load(open(tmp_path / "logs" / "vote.json"))
+    vote = load(tmp_path / "logs" / "vote.json")
     assert vote["voters"] == ["double_fc_dropout-run{}.jsonl".format(j)
                               for j in range(5)]
     g.use("numpy", "float32")
@@ -182,6 +189,6 @@ def test_the_vote_of_five_double_fc_dropout_runs(tmp_path):
                         "run-{}".format(j) / "network.npz")[0] for j in range(5)]
     accuracy, _, _ = ensemble(nets, g.load_data()[2])
     assert vote["gpunn"] == round(100 * accuracy, 2)
-    table = json.load(open(tmp_path / "results.json"))
+    table = load(tmp_path / "results.json")
     assert [r["key"] for r in table] == ["double_fc_dropout", "vote"]
     assert not table[1]["book_settings"] and table[1]["book"] == 99.67
