@@ -522,6 +522,11 @@ def reproduce_command(args):
                "limit": args.limit, "eval_limit": args.eval_limit}
     if any(r.row.expanded for r in planned):  # once, before the runs
         subprocess.run([sys.executable, "-m", "gpunn.expand_mnist"], check=True)
+        if backend_name == "numpy":
+            print("gpunn reproduce: note: the expanded-data rows train on "
+                  "250,000 images an epoch; on a CPU a run takes hours "
+                  "(one AMD EPYC core: about 47 s an epoch, 60 epochs)",
+                  flush=True)
     print("gpunn reproduce: {} runs of {} rows on {}, {} side by side; "
           "results in {}".format(len(planned), len(chapter_rows), backend_name,
                                  jobs, out), flush=True)
