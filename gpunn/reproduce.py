@@ -44,7 +44,8 @@ METRICS = {
     "peak_validation": "the best epoch's validation accuracy",
     "test_at_best_validation": "the test accuracy at the epoch of best "
                                "validation accuracy (network3's printout)",
-    "vote": "the plurality vote of five trained networks on the test data",
+    "vote": "the plurality vote of five double_fc_dropout networks on the "
+            "test data",
 }
 
 
@@ -92,13 +93,13 @@ ROWS = (
     _ch3("ch3-100-l2", 100, 97.92, "peak_validation", lmbda=5.0),
     _ch3("ch3-100-l2-60", 100, 98.04, "peak_validation", eta=0.1, lmbda=5.0,
          init="default", epochs=60),
-    _ch6("shallow", "shallow: 100 sigmoid, softmax, eta 0.1", 97.80,
+    _ch6("shallow", "100 sigmoid neurons, softmax, eta 0.1", 97.80,
          ("shallow",)),
-    _ch6("basic_conv", "basic_conv: conv-pool, 100 sigmoid, eta 0.1", 98.78,
+    _ch6("basic_conv", "conv-pool, 100 sigmoid neurons, softmax, eta 0.1", 98.78,
          ("basic_conv",)),
-    _ch6("dbl_conv", "dbl_conv: two conv-pool, sigmoid, eta 0.1", 99.06,
+    _ch6("dbl_conv", "two conv-pool layers, sigmoid, eta 0.1", 99.06,
          ("dbl_conv", "--activation", "sigmoid")),
-    _ch6("dbl_conv_relu", "dbl_conv_relu: ReLU, eta 0.03, lmbda 0.1", 99.23,
+    _ch6("dbl_conv_relu", "two conv-pool layers, ReLU, eta 0.03, lmbda 0.1", 99.23,
          ("dbl_conv_relu",)),
     *[_ch6("expanded_data_{}".format(n),
            "expanded data, {} ReLU neurons".format(n), book,
@@ -108,8 +109,8 @@ ROWS = (
            "expanded data, two fully connected layers of {}".format(n), book,
            ("expanded_data_double_fc", "--n", str(n)), expanded=True)
       for n, book in ((100, 99.43), (300, 99.48), (1000, 99.47))],
-    _ch6("double_fc_dropout", "double_fc_dropout: 2 x 1000, dropout 0.5, "
-         "eta 0.03", 99.60, ("double_fc_dropout",), epochs=40, expanded=True),
+    _ch6("double_fc_dropout", "expanded data, two fully connected layers of "
+         "1000, dropout 0.5, eta 0.03, 40 epochs", 99.60, ("double_fc_dropout",), epochs=40, expanded=True),
     Row("vote", "chapter6", "the vote of five double_fc_dropout networks",
         99.67, "vote", (), 40, True),
 )
@@ -374,18 +375,23 @@ def results(logs_folder):
 
 def markdown(table):
     """The results table in Markdown."""
-    lines = ["| row | the book | gpunn (best run) | difference | runs | "
-             "epochs | wall time per run | backend | device |",
-             "| --- | ---: | ---: | ---: | --- | ---: | ---: | --- | --- |"]
+    lines = ["| row | network and settings | the book | gpunn (best run) | "
+             "difference | runs | epochs | wall time per run | backend | device |",
+             "| --- | --- | ---: | ---: | ---: | --- | ---: | ---: | --- | --- |"]
     for r in table:
         runs = ", ".join("{:.2f}".format(v) for v in r["runs"])
-        lines.append("| {}{} | {:.2f}% | {:.2f}% | {:+.2f} | {} | {} | {} | "
-                     "{} ({}) | {} |".format(
-                         r["label"], "" if r["book_settings"] else
+        lines.append("| {} | {}{} | {:.2f}% | {:.2f}% | {:+.2f} | {} | {} | "
+                     "{} | {} ({}) | {} |".format(
+                         r["key"], r["label"], "" if r["book_settings"] else
                          " (NOT the book's settings)",
                          r["book"], r["gpunn"], r["difference"], runs,
                          r["epochs"], _duration(r["wall_seconds"]),
                          r["backend"], r["dtype"], r["device"]))
+    lines.append("")
+    for metric in sorted({r["metric"] for r in table},
+                         key=list(METRICS).index):
+        rows = ", ".join(r["key"] for r in table if r["metric"] == metric)
+        lines.append("- {}: {}.".format(rows, METRICS[metric]))
     return "\n".join(lines) + "\n"
 
 
