@@ -533,8 +533,7 @@ def reproduce_command(args):
     started, start = reproduce.now(), time.perf_counter()
     trained = sum(not r.finished(args.epochs or r.row.epochs) for r in planned)
     failed = reproduce.run_all(planned, jobs, args.epochs, options,
-                               backend_name)
-    reproduce.write_logs(planned, out, args.epochs)
+                               backend_name, out)
     if any(r.metric == "vote" for r in chapter_rows):
         if reproduce.vote_of(planned, args.epochs, out) is None:
             print("the vote: fewer than {} double_fc_dropout runs finished"

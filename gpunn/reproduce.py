@@ -219,14 +219,16 @@ def gpu_count():
     return cupy.cuda.runtime.getDeviceCount() if cupy is not None else 0
 
 
-def run_all(planned, jobs, epochs, options, backend_name,
+def run_all(planned, jobs, epochs, options, backend_name, out,
             report=lambda line: print(line, flush=True)):
     """Run the unfinished runs of ``planned``, ``jobs`` at a time, as
     ``gpunn train`` subprocesses; each one's output goes to its folder's
-    output.txt.  Returns the runs that failed, with their exit codes."""
+    output.txt, and its compact log to out/logs as soon as it finishes.
+    Returns the runs that failed, with their exit codes."""
     todo = [r for r in planned if not r.finished(epochs or r.row.epochs)]
     for r in planned:
         if r not in todo:
+            write_log(r, out)
             report("{} run {}: done already".format(r.row.key, r.index))
     threads = max(1, (os.cpu_count() or 1) // jobs)
     gpus = gpu_count() if backend_name == "cupy" else 0
@@ -263,6 +265,7 @@ def run_all(planned, jobs, epochs, options, backend_name,
                     r.row.key, r.index, process.returncode,
                     os.path.join(r.folder, "output.txt")))
             else:
+                write_log(r, out)
                 report("{} run {}: done in {:.0f} s".format(
                     r.row.key, r.index, time.perf_counter() - start))
     return failed
@@ -292,12 +295,10 @@ def compact_log(run):
     return lines
 
 
-def write_logs(planned, out, epochs):
-    """Copy each finished run's compact log into out/logs."""
+def write_log(run, out):
+    """Write ``run``'s compact log into out/logs."""
     os.makedirs(os.path.join(out, "logs"), exist_ok=True)
-    for r in planned:
-        if r.finished(epochs or r.row.epochs):
-            _write_jsonl(os.path.join(out, "logs", r.log_name), compact_log(r))
+    _write_jsonl(os.path.join(out, "logs", run.log_name), compact_log(run))
 
 
 def device_name(device):
