@@ -192,3 +192,27 @@ def test_the_vote_of_five_double_fc_dropout_runs(tmp_path):
     table = load(tmp_path / "results.json")
     assert [r["key"] for r in table] == ["double_fc_dropout", "vote"]
     assert not table[1]["book_settings"] and table[1]["book"] == 99.67
+
+
+@pytest.mark.gpu
+def test_reproduce_on_cupy_runs_several_runs_per_gpu(tmp_path):
+    from gpunn import backend
+    _, reason = backend._usable_cupy()
+    if reason:
+        pytest.skip(reason)
+    out = ok(gpunn("reproduce", "shallow", "ch3-30", "--runs", "2", "--epochs",
+                   "1", "--limit", "1000", "--eval-limit", "300",
+                   "--backend", "cupy", "--out", tmp_path))
+    assert "4 runs of 2 rows on cupy, 4 side by side" in out
+    for name in ("shallow-run1.jsonl", "ch3-30-run1.jsonl"):
+        header = lines(tmp_path / "logs" / name)[0]
+        assert header["backend"] == "cupy" and "cores" not in header["device"]
+    # The same chapter-3 run on the CPU: the same accuracies, to a count.
+    ok(gpunn("reproduce", "ch3-30", "--runs", "2", "--epochs", "1", "--limit",
+             "1000", "--eval-limit", "300", "--backend", "numpy",
+             "--out", tmp_path / "cpu"))
+    for j in (0, 1):
+        gpu, cpu = (lines(folder / "logs" / "ch3-30-run{}.jsonl".format(j))[1:]
+                    for folder in (tmp_path, tmp_path / "cpu"))
+        for g, c in zip(gpu, cpu):
+            assert abs(g["test_accuracy"] - c["test_accuracy"]) <= 2 / 300
