@@ -160,16 +160,18 @@ def parser():
                    help="validate and test on the first N images only")
     c.add_argument("--report", action="store_true",
                    help="train nothing: make the table again from OUT/logs")
-    _backend_options(c)
+    _backend_options(c, dtype_default="float64 for chapters 1 and 3, as the "
+                     "book's NumPy code; float32 for chapter 6, as its Theano "
+                     "on a GPU")
     c.set_defaults(command=reproduce_command)
     return p
 
 
-def _backend_options(c):
+def _backend_options(c, dtype_default="$GPUNN_DTYPE or float32"):
     c.add_argument("--backend", choices=backend.BACKENDS,
                    help="numpy, cupy or auto (default: $GPUNN_BACKEND or auto)")
     c.add_argument("--dtype", choices=backend.DTYPES,
-                   help="float32 or float64 (default: $GPUNN_DTYPE or float32)")
+                   help="float32 or float64 (default: {})".format(dtype_default))
 
 
 def _use(args, seed=None):
