@@ -364,9 +364,10 @@ def results(logs_folder):
             "gpunn": best, "difference": round(best - row.book, 2),
             "runs": values, "metric": row.metric,
             "epochs": len(runs[0]) - 1,
-            "book_settings": len(runs[0]) - 1 == row.epochs and
-            not header["settings"].get("limit") and
-            not header["settings"].get("eval_limit"),
+            "book_settings": all(
+                len(lines) - 1 == row.epochs and
+                not lines[0]["settings"].get("limit") and
+                not lines[0]["settings"].get("eval_limit") for lines in runs),
             "wall_seconds": round(sum(sum(e["seconds"] for e in lines[1:])
                                       for lines in runs) / len(runs), 1),
             "backend": header["backend"], "dtype": header["dtype"],
