@@ -92,6 +92,12 @@ def _usable_cupy():
     return cupy, None
 
 
+def gpu_count():
+    """The number of CUDA devices CuPy can run on here (0 without CuPy)."""
+    cupy, _ = _usable_cupy()
+    return cupy.cuda.runtime.getDeviceCount() if cupy is not None else 0
+
+
 def use(backend="auto", dtype="float32", seed=None):
     """Choose the array backend and the floating-point dtype.
 

@@ -517,7 +517,7 @@ def reproduce_command(args):
     _check_writable(out)
     backend_name = args.backend or os.environ.get("GPUNN_BACKEND") or "auto"
     if backend_name == "auto":
-        backend_name = "cupy" if reproduce.gpu_count() else "numpy"
+        backend_name = "cupy" if backend.gpu_count() else "numpy"
     jobs = args.jobs or reproduce.default_jobs(backend_name)
     planned = reproduce.plan(chapter_rows, args.runs, out)
     options = {"backend": backend_name, "dtype": args.dtype,

@@ -211,12 +211,7 @@ def default_jobs(backend_name):
     cores = os.cpu_count() or 1
     if backend_name == "numpy":
         return cores
-    return max(1, min(cores, 4 * gpu_count()))
-
-
-def gpu_count():
-    cupy, _ = backend._usable_cupy()
-    return cupy.cuda.runtime.getDeviceCount() if cupy is not None else 0
+    return max(1, min(cores, 4 * backend.gpu_count()))
 
 
 def run_all(planned, jobs, epochs, options, backend_name, out,
@@ -231,7 +226,7 @@ def run_all(planned, jobs, epochs, options, backend_name, out,
             write_log(r, out)
             report("{} run {}: done already".format(r.row.key, r.index))
     threads = max(1, (os.cpu_count() or 1) // jobs)
-    gpus = gpu_count() if backend_name == "cupy" else 0
+    gpus = backend.gpu_count() if backend_name == "cupy" else 0
     running, failed, slot = {}, [], 0
     while todo or running:
         while todo and len(running) < jobs:
@@ -241,8 +236,10 @@ def run_all(planned, jobs, epochs, options, backend_name, out,
             for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS",
                          "MKL_NUM_THREADS"):
                 env.setdefault(name, str(threads))
-            if gpus:
-                env["CUDA_VISIBLE_DEVICES"] = str(slot % gpus)
+            if gpus:  # the runs take turns on the visible GPUs
+                visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+                ids = visible.split(",") if visible else list(map(str, range(gpus)))
+                env["CUDA_VISIBLE_DEVICES"] = ids[slot % gpus]
             slot += 1
             command = r.command(epochs or r.row.epochs, options)
             output = open(os.path.join(r.folder, "output.txt"), "a")
