@@ -110,7 +110,8 @@ ROWS = (
            ("expanded_data_double_fc", "--n", str(n)), expanded=True)
       for n, book in ((100, 99.43), (300, 99.48), (1000, 99.47))],
     _ch6("double_fc_dropout", "expanded data, two fully connected layers of "
-         "1000, dropout 0.5, eta 0.03, 40 epochs", 99.60, ("double_fc_dropout",), epochs=40, expanded=True),
+         "1000, dropout 0.5, eta 0.03, 40 epochs", 99.60,
+         ("double_fc_dropout",), epochs=40, expanded=True),
     Row("vote", "chapter6", "the vote of five double_fc_dropout networks",
         99.67, "vote", (), 40, True),
 )
