@@ -42,6 +42,7 @@ def main(argv=None):
     if not argv or (argv[0].startswith("-") and argv[0] not in ("-h", "--help")):
         argv = ["train", "dbl_conv_relu"] + argv  # the main job
     args = parser().parse_args(argv)
+    args.argv = argv  # as typed, for the records of reproduce
     try:
         return args.command(args) or 0
     except gpunn.DivergenceError as e:
@@ -542,8 +543,7 @@ def reproduce_command(args):
                   .format(reproduce.VOTERS))
     with open(os.path.join(out, "invocations.jsonl"), "a") as f:
         f.write(json.dumps({
-            "command": ["gpunn", "reproduce"] + sys.argv[2:]
-            if sys.argv[1:2] == ["reproduce"] else ["gpunn"] + sys.argv[1:],
+            "command": ["gpunn"] + args.argv,
             "started": started, "wall_seconds": round(
                 time.perf_counter() - start, 1),
             "runs": len(planned), "trained": trained, "failed": len(failed),
