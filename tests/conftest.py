@@ -7,6 +7,7 @@ import types
 import pytest
 
 from gpunn import backend
+from tests.helpers import skip_without_cupy
 
 
 @pytest.fixture(autouse=True)
@@ -23,7 +24,5 @@ def restore_backend():
 def backend_name(request):
     """The name of a usable backend: "numpy", then "cupy" (gpu-marked)."""
     if request.param == "cupy":
-        _, reason = backend._usable_cupy()
-        if reason:
-            pytest.skip(reason)
+        skip_without_cupy()
     return request.param

@@ -1,6 +1,17 @@
-"""Test helpers: numerical gradients by central differences."""
+"""Test helpers: numerical gradients by central differences; skipping
+where CuPy cannot run."""
 
 import numpy
+import pytest
+
+from gpunn import backend
+
+
+def skip_without_cupy():
+    """Skip the calling test, saying why, where CuPy cannot run here."""
+    _, reason = backend._usable_cupy()
+    if reason:
+        pytest.skip(reason)
 
 
 def numerical_gradient(f, p, eps=1e-6):

@@ -16,6 +16,7 @@ import pytest
 import gpunn
 from gpunn import backend, network2
 from gpunn.backend import to_numpy
+from tests.helpers import skip_without_cupy
 from gpunn.network3 import (ConvPoolLayer, FullyConnectedLayer, Network,
                             ReLU, SoftmaxLayer, sigmoid)
 
@@ -144,9 +145,7 @@ def test_to_backend_moves_a_trained_network(backend_name):
 @pytest.mark.gpu
 def test_numpy_and_cupy_agree():
     """Forward, backprop and a few SGD steps from one seed (dropout off)."""
-    _, reason = backend._usable_cupy()
-    if reason:
-        pytest.skip(reason)
+    skip_without_cupy()
     rng = numpy.random.default_rng(1)
     x, y = rng.random((40, 144)), rng.integers(0, 10, 40)
     results = {}
@@ -170,9 +169,7 @@ def test_numpy_and_cupy_agree():
 
 @pytest.mark.gpu
 def test_network2_runs_on_cupy_and_agrees_with_numpy():
-    _, reason = backend._usable_cupy()
-    if reason:
-        pytest.skip(reason)
+    skip_without_cupy()
     rng = numpy.random.default_rng(2)
     x = rng.random((30, 8))
     y = numpy.eye(3)[rng.integers(0, 3, 30)]

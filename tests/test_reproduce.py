@@ -9,6 +9,7 @@ import re
 import pytest
 
 from gpunn import reproduce
+from tests.helpers import skip_without_cupy
 from tests.test_cli import REPO, gpunn, ok
 
 SMALL = ["--epochs", "2", "--limit", "1000", "--eval-limit", "300",
@@ -196,10 +197,7 @@ def test_the_vote_of_five_double_fc_dropout_runs(tmp_path):
 
 @pytest.mark.gpu
 def test_reproduce_on_cupy_runs_several_runs_per_gpu(tmp_path):
-    from gpunn import backend
-    _, reason = backend._usable_cupy()
-    if reason:
-        pytest.skip(reason)
+    skip_without_cupy()
     out = ok(gpunn("reproduce", "shallow", "ch3-30", "--runs", "2", "--epochs",
                    "1", "--limit", "1000", "--eval-limit", "300",
                    "--backend", "cupy", "--out", tmp_path))
