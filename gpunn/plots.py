@@ -9,7 +9,7 @@ The figures of ``gpunn plot``: the book's pictures of a training run.
     plot_filters         chapter 6 (conv.py): a conv layer's filters
 
 Every function takes host NumPy data (move CuPy arrays with
-``backend.to_host`` or ``.get()`` first), writes a PNG of a fixed pixel
+``backend.to_numpy`` or ``.get()`` first), writes a PNG of a fixed pixel
 size to ``path``, and returns ``path``.  The size is fixed (figsize times
 dpi, no ``bbox_inches="tight"``) so that the pictures of two runs line up
 and tests can check it.
