@@ -27,6 +27,8 @@ import sys
 
 from gpunn.experiments import EXPERIMENTS
 
+from benchmarks.machine import cuda_api_version_string
+
 DASH = "–"  # an empty cell: that backend was not measured on that machine
 REQUIRED_KEYS = ("model", "mini_batch_size", "framework", "device",
                  "backend", "epoch_seconds")
@@ -171,11 +173,26 @@ def date(text):
 
 # --- the report -------------------------------------------------------------
 
+def driver_versions(machine):
+    """``(nvidia_driver, cuda_driver_api)`` of a machine description, e.g.
+    ("570.172.08", "12.8").  Files from before these two were recorded
+    hold one ``cuda_driver``: CuPy's ``driverGetVersion()`` number
+    ("12080", read as "12.8"), or else a driver version string."""
+    nvidia, api = machine.get("nvidia_driver"), machine.get("cuda_driver_api")
+    old = machine.get("cuda_driver")
+    if old is not None and nvidia is None and api is None:
+        if str(old).isdigit():
+            api = cuda_api_version_string(old)
+        else:
+            nvidia = str(old)
+    return nvidia, api
+
+
 def machines_table(runs):
     """One row per run: what it ran on and with which libraries."""
     header = ["Machine", "CPU", "threads", "Python", "NumPy", "CuPy", "torch",
-              "BLAS", "driver", "matmul GFLOP/s cpu", "matmul GFLOP/s gpu",
-              "date", "file"]
+              "BLAS", "driver", "driver CUDA", "matmul GFLOP/s cpu",
+              "matmul GFLOP/s gpu", "date", "file"]
     rows = []
     for run in runs:
         m = run.machine
@@ -183,7 +200,7 @@ def machines_table(runs):
         rows.append([run.label, run.cpu_label(), m.get("threads"),
                      run.machine_info.get("python_version"), m.get("numpy"),
                      m.get("cupy"), m.get("torch"), m.get("blas"),
-                     m.get("cuda_driver"), rate(rates.get("cpu")),
+                     *driver_versions(m), rate(rates.get("cpu")),
                      rate(rates.get("gpu")), date(run.datetime),
                      os.path.basename(run.path)])
     return table(header, rows)

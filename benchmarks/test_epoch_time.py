@@ -18,6 +18,15 @@ Run (about 2 minutes on 2 cores, CPU only; one JSON file per machine)::
 
 Without ``--benchmark-enable`` (the default test run disables timing)
 every case runs one untimed step, so the suite cannot rot.
+
+Each case records ``peak_memory_mib`` and ``peak_memory_kind``: on the
+GPU, the device memory the library's caching allocator reserved at its
+highest during the case (the whole training set on the device included),
+after giving back the cached blocks of earlier cases; the kind says whose
+("cupy pool reserved" or "torch reserved"), None on the CPU.  See
+``benchmarks/machine.py`` for how each is measured.  A case's
+``fraction_of_matmul_peak`` is None where the machine's matmul rate on
+that device could not be measured.
 """
 
 import pytest
@@ -26,7 +35,8 @@ import gpunn
 from gpunn import backend
 from gpunn.experiments import EXPERIMENTS
 
-from benchmarks.machine import cupy_or_none, machine
+from benchmarks.machine import (cupy_or_none, fraction_of_peak, machine,
+                                peak_memory_mib, reset_peak_memory)
 from benchmarks.flops import EPOCH_IMAGES, flops_per_epoch
 
 MINI_BATCH_SIZES = (10, 64, 256)
@@ -43,8 +53,8 @@ def mnist():
 
 
 def trainer(name, experiment, mini_batch_size, x, y):
-    """Return ``(step, synchronize, peak_memory_mib)`` for one backend:
-    ``step(i)`` trains on the i-th mini-batch of ``x``, ``y``."""
+    """Return ``(step, synchronize)`` for one backend: ``step(i)`` trains
+    on the i-th mini-batch of ``x``, ``y``."""
     framework, device = name.split("-")
     gpunn.use("cupy" if device == "cupy" else "numpy", "float32", seed=0)
     net = experiment.network(mini_batch_size)
@@ -59,10 +69,7 @@ def trainer(name, experiment, mini_batch_size, x, y):
         def step(i):
             b = batches[i % n_batches]
             net._update(x[b], y[b], eta, lmbda, n_batches)
-        if device == "numpy":
-            return step, lambda: None, lambda: None
-        pool = backend.xp.get_default_memory_pool()
-        return step, backend.synchronize, lambda: pool.total_bytes() / 2**20
+        return step, backend.synchronize
 
     from benchmarks import torch_peer
     import torch
@@ -75,9 +82,18 @@ def trainer(name, experiment, mini_batch_size, x, y):
     def step(i):
         b = batches[i % n_batches]
         peer.train_step(x[b], y[b], eta, lmbda, n_batches)
-    peak = (lambda: torch.cuda.max_memory_allocated() / 2**20) \
-        if device == "cuda" else (lambda: None)
-    return step, lambda: torch_peer.synchronize(device), peak
+    return step, lambda: torch_peer.synchronize(device)
+
+
+def allocator(name):
+    """``{"cupy": module}`` or ``{"torch": module}``: the library whose
+    GPU memory a case of backend ``name`` uses; {} on the CPU."""
+    if name == "gpunn-cupy":
+        return {"cupy": cupy_or_none()}
+    if name == "torch-cuda":
+        import torch
+        return {"torch": torch}
+    return {}
 
 
 def skip_reason(name):
@@ -102,8 +118,9 @@ def test_epoch_time(benchmark, request, mnist, model, mini_batch_size, name):
     if reason:
         pytest.skip(reason)
     experiment = EXPERIMENTS[model]
-    step, synchronize, peak_memory = trainer(name, experiment, mini_batch_size,
-                                             *mnist)
+    memory = allocator(name)
+    baseline = reset_peak_memory(**memory)
+    step, synchronize = trainer(name, experiment, mini_batch_size, *mnist)
     steps = request.config.getoption("--steps") or \
         max(5, 2000 // mini_batch_size)
     if benchmark.disabled:
@@ -120,6 +137,9 @@ def test_epoch_time(benchmark, request, mnist, model, mini_batch_size, name):
     synchronize()
     benchmark.group = "{} mini-batch {}".format(model, mini_batch_size)
     benchmark.pedantic(run, rounds=ROUNDS, iterations=1)
+    # The case's peak, before anything else allocates on the device (the
+    # network that flops_per_epoch builds below).
+    peak_mib, peak_kind = peak_memory_mib(baseline, **memory)
 
     epoch_steps = EPOCH_IMAGES // mini_batch_size
     flops = flops_per_epoch(experiment.network(mini_batch_size), mini_batch_size)
@@ -128,11 +148,12 @@ def test_epoch_time(benchmark, request, mnist, model, mini_batch_size, name):
             "device": "cpu" if name.endswith(("numpy", "cpu")) else "cuda",
             "backend": name, "dtype": "float32", "steps": steps,
             "epoch_steps": epoch_steps, "flops_per_epoch": flops,
-            "peak_memory_mib": peak_memory()}
+            "peak_memory_mib": peak_mib, "peak_memory_kind": peak_kind}
     if not benchmark.disabled:
         seconds = benchmark.stats.stats.median / steps * epoch_steps
         rate = machine(request.config)["matmul_gflops"][
             "cpu" if info["device"] == "cpu" else "gpu"]
-        info.update(epoch_seconds=seconds, achieved_gflops=flops / seconds / 1e9,
-                    fraction_of_matmul_peak=flops / seconds / 1e9 / rate)
+        achieved = flops / seconds / 1e9
+        info.update(epoch_seconds=seconds, achieved_gflops=achieved,
+                    fraction_of_matmul_peak=fraction_of_peak(achieved, rate))
     benchmark.extra_info.update(info)

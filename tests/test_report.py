@@ -1,12 +1,15 @@
 """The benchmark report, ``python -m benchmarks.report``, run as a real
 subprocess on the hand-made sample files in tests/data/ (a 2-core CPU
-machine, and a GPU machine with one cell missing).
+machine, in the format of before the driver fields were split, and a GPU
+machine with one cell missing), and on the real results in
+benchmarks/results/.
 
 Expected values are computed here from the sample JSON with NumPy's own
 float formatting, not with the report's helpers, so a wrong lookup, a
 ratio the wrong way round or a formatting slip fails a test.
 """
 
+import glob
 import json
 import os
 import subprocess
@@ -20,6 +23,7 @@ from benchmarks import report
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CPU_SAMPLE = os.path.join(REPO, "tests", "data", "bench_cpu_sample.json")
 GPU_SAMPLE = os.path.join(REPO, "tests", "data", "bench_gpu_sample.json")
+RESULTS = sorted(glob.glob(os.path.join(REPO, "benchmarks", "results", "*.json")))
 DASH = "–"
 
 
@@ -94,7 +98,7 @@ def test_machines_table(output, samples):
     header, rows = parse_table(output, "Machine")
     assert "## Machines" in output
     for column in ("CPU", "threads", "Python", "NumPy", "CuPy", "torch",
-                   "BLAS", "driver", "date"):
+                   "BLAS", "driver", "driver CUDA", "date"):
         assert column in header
     assert [row[0] for row in rows] == [label(doc) for doc in samples]
     for row, doc in zip(rows, samples):
@@ -104,11 +108,64 @@ def test_machines_table(output, samples):
         assert cells["NumPy"] == m["numpy"]
         assert cells["CuPy"] == (m["cupy"] or DASH)
         assert cells["torch"] == m["torch"]
-        assert cells["driver"] == (m["cuda_driver"] or DASH)
+        assert cells["driver"] == (m.get("nvidia_driver") or DASH)
+        assert cells["driver CUDA"] == (m.get("cuda_driver_api") or DASH)
         assert cells["Python"] == doc["machine_info"]["python_version"]
         assert cells["date"].startswith(doc["datetime"][:10])
         assert m["cpu_model"] in cells["CPU"]
     assert "1187" in rows[1] and "51240" in rows[1]
+    assert ["570.172.08", "12.8"] == [dict(zip(header, rows[1]))[c]
+                                      for c in ("driver", "driver CUDA")]
+
+
+@pytest.mark.parametrize("old, driver, cuda", [
+    ("12080", DASH, "12.8"),  # what machine.py recorded: driverGetVersion()
+    (13000, DASH, "13.0"),
+    ("570.172.08", "570.172.08", DASH),  # a driver version string
+    (None, DASH, DASH),
+])
+def test_driver_of_files_from_before_the_split(tmp_path, samples, old,
+                                               driver, cuda):
+    doc = json.loads(json.dumps(samples[1]))
+    m = doc["machine_info"]["gpunn"]
+    del m["nvidia_driver"], m["cuda_driver_api"]
+    m["cuda_driver"] = old
+    path = tmp_path / "old.json"
+    path.write_text(json.dumps(doc), encoding="utf-8")
+    header, rows = parse_table(
+        report.markdown(report.load_results([str(path)])), "Machine")
+    cells = dict(zip(header, rows[0]))
+    assert (cells["driver"], cells["driver CUDA"]) == (driver, cuda)
+
+
+def test_the_result_files_in_the_repository_still_read():
+    assert RESULTS, "benchmarks/results/ holds no result files"
+    result = run_report(*RESULTS)
+    assert result.returncode == 0, result.stderr
+    _, rows = parse_table(result.stdout, "Machine")
+    assert len(rows) == len(RESULTS)
+    _, rows = parse_table(result.stdout, "model")
+    assert rows
+
+
+def test_fraction_of_peak_none_is_a_dash(tmp_path, samples):
+    # A GPU machine whose matmul rate could not be measured records
+    # fraction_of_matmul_peak as None (benchmarks/machine.py).
+    doc = json.loads(json.dumps(samples[1]))
+    doc["machine_info"]["gpunn"]["matmul_gflops"]["gpu"] = None
+    for bench in doc["benchmarks"]:
+        if bench["extra_info"]["device"] == "cuda":
+            bench["extra_info"]["fraction_of_matmul_peak"] = None
+    path = tmp_path / "no_gpu_rate.json"
+    path.write_text(json.dumps(doc), encoding="utf-8")
+    header, rows = parse_table(
+        report.markdown(report.load_results([str(path)])), "model")
+    table = {(row[0], int(row[1])): dict(zip(header, row)) for row in rows}
+    cuda = "NVIDIA H100 80GB HBM3 [cuda]"
+    assert table["shallow", 10][f"{cuda} gpunn s"] == "1.22"
+    assert table["shallow", 10][f"{cuda} gpunn % peak"] == DASH
+    cpu = "NVIDIA H100 80GB HBM3 [cpu]"  # the CPU's rate was measured
+    assert table["shallow", 10][f"{cpu} gpunn % peak"] not in (DASH, DASH + "%")
 
 
 def test_epoch_table_rows_in_book_order(output, samples):
