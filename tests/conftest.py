@@ -1,28 +1,75 @@
 """Shared fixtures: every backend test is written once and run on each
-backend; the CuPy variants carry the ``gpu`` mark and are skipped where
-CuPy cannot run (the reason is shown with ``-ra``)."""
+backend: NumPy, the CuPy test double (``tests/cupy_double.py``: CuPy's
+names and rules, NumPy's arithmetic, no GPU needed), and real CuPy.  The
+real-CuPy variants carry the ``gpu`` mark and are skipped where CuPy
+cannot run (the reason is shown with ``-ra``).  Every other test marked
+``gpu`` runs twice too: on the double, and on real CuPy."""
 
+import os
+import sys
 import types
 
 import pytest
 
 from gpunn import backend
+from tests import cupy_double
 from tests.helpers import skip_without_cupy
 
 
 @pytest.fixture(autouse=True)
 def restore_backend():
     """Leave the backend, dtype and generators as the test found them."""
-    saved = backend._active
+    saved, saved_cupy = backend._active, backend._cupy
     if saved is not None:
         saved = types.SimpleNamespace(**vars(saved))
     yield
-    backend._active = saved
+    backend._active, backend._cupy = saved, saved_cupy
 
 
-@pytest.fixture(params=["numpy", pytest.param("cupy", marks=pytest.mark.gpu)])
-def backend_name(request):
-    """The name of a usable backend: "numpy", then "cupy" (gpu-marked)."""
+@pytest.fixture(scope="session")
+def cupy_double_hook(tmp_path_factory):
+    """A folder whose sitecustomize installs the double in subprocesses."""
+    return cupy_double.hook_folder(str(tmp_path_factory.mktemp("cupy-double")))
+
+
+def install_cupy_double(monkeypatch, hook):
+    """Make gpunn's "cupy" backend the double, here and in subprocesses
+    started from this test; undone when the test ends."""
+    if cupy_double.real_cupy() is None:
+        pytest.skip("the CuPy double reads CuPy's names from the installed "
+                    "cupy package: pip install cupy-cuda12x (no GPU needed)")
+    monkeypatch.setitem(sys.modules, "cupy", cupy_double.module())
+    monkeypatch.setattr(backend, "_cupy", None)
+    path = [hook, cupy_double.REPO] + \
+        [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(path))
+
+
+@pytest.fixture(params=["numpy", "cupy-double",
+                        pytest.param("cupy", marks=pytest.mark.gpu)])
+def backend_name(request, monkeypatch, cupy_double_hook):
+    """The name of a usable backend for ``gpunn.use``: "numpy", then
+    "cupy" on the double, then "cupy" on a GPU (gpu-marked)."""
+    if request.param == "cupy-double":
+        install_cupy_double(monkeypatch, cupy_double_hook)
+        return "cupy"
     if request.param == "cupy":
         skip_without_cupy()
     return request.param
+
+
+@pytest.fixture(autouse=True)
+def cupy_kind(request, monkeypatch, cupy_double_hook):
+    """For gpu-marked tests (parametrized below): "double" runs the test
+    with the double as CuPy, "gpu" with real CuPy."""
+    kind = getattr(request, "param", None)
+    if kind == "double":
+        install_cupy_double(monkeypatch, cupy_double_hook)
+    return kind
+
+
+def pytest_generate_tests(metafunc):
+    if metafunc.definition.get_closest_marker("gpu") is not None and \
+            "backend_name" not in metafunc.fixturenames:
+        metafunc.parametrize("cupy_kind", ["double", "gpu"], indirect=True,
+                             ids=["cupy-double", "cupy"])

@@ -16,7 +16,10 @@ QUICK = ["--limit", "500", "--eval-limit", "200", "--backend", "numpy"]
 def gpunn(*args, cwd=None):
     """Run ``python -m gpunn ARGS``; return the CompletedProcess."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("GPUNN_")}
-    env["PYTHONPATH"] = REPO
+    # The repository first; a test's own entries (the CuPy double's hook)
+    # stay behind it.
+    env["PYTHONPATH"] = os.pathsep.join([REPO] + [
+        p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])
     return subprocess.run([sys.executable, "-m", "gpunn", *map(str, args)],
                           cwd=cwd, env=env, capture_output=True, text=True,
                           timeout=600)
