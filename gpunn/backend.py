@@ -24,6 +24,7 @@ both backends.  Dropout masks are drawn on the device (``device_rng``).
 """
 
 import os
+import subprocess
 import sys
 import types
 
@@ -85,17 +86,39 @@ def _usable_cupy():
                       "(CUDA_VISIBLE_DEVICES={!r}). Use the NumPy backend."
                       .format(os.environ.get("CUDA_VISIBLE_DEVICES")))
     try:
-        (cupy.arange(2, dtype=cupy.float32) + 1).sum().item()
+        # What training needs: NVRTC (elementwise and reduction kernels),
+        # cuBLAS (a product) and cuRAND (dropout masks), so that a missing
+        # CUDA library is an error here, not at the first step.
+        a = cupy.ones((2, 2), dtype=cupy.float32)
+        (a @ a).sum().item()
+        cupy.random.default_rng(0).random(1).item()
     except Exception as e:
         return None, ("CuPy found {} CUDA device(s) but could not run on "
-                      "device 0 ({}: {}).".format(n, type(e).__name__, e))
+                      "device 0 ({}: {}). If a CUDA library is missing, "
+                      "install gpunn[cuda12] or gpunn[cuda13], which bring "
+                      "CuPy's CUDA libraries.".format(n, type(e).__name__, e))
     return cupy, None
 
 
 def gpu_count():
-    """The number of CUDA devices CuPy can run on here (0 without CuPy)."""
-    cupy, _ = _usable_cupy()
-    return cupy.cuda.runtime.getDeviceCount() if cupy is not None else 0
+    """The number of CUDA devices CuPy can run on here (0 without CuPy).
+
+    Asked in a child process, so that this one never opens a CUDA
+    context: a context holds about half a GB of device memory for as long
+    as the process lives (``gpunn reproduce`` only hands out GPUs)."""
+    package_parent = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        [package_parent] + [p for p in os.environ.get("PYTHONPATH", "").split(
+            os.pathsep) if p]))
+    code = ("from gpunn import backend\n"
+            "cupy, _ = backend._usable_cupy()\n"
+            "print(cupy.cuda.runtime.getDeviceCount() if cupy else 0)")
+    try:
+        child = subprocess.run([sys.executable, "-c", code], env=env,
+                               capture_output=True, text=True, timeout=300)
+        return int(child.stdout.split()[-1]) if child.returncode == 0 else 0
+    except (OSError, subprocess.SubprocessError, ValueError, IndexError):
+        return 0
 
 
 def use(backend="auto", dtype="float32", seed=None):
