@@ -54,10 +54,21 @@ def im2col(x, kh, kw):
     ``col`` reshapes for free into the (N*OH*OW, kh*kw*C) matrix of the
     convolution's matrix product.
     """
+    return _patches(channels_last(x), kh, kw)
+
+
+def _patches(x, kh, kw):
+    """``im2col`` of a channels-last array ``x`` (N, H, W, C)."""
     xp = get_array_module(x)
-    patches = xp.lib.stride_tricks.sliding_window_view(
-        channels_last(x), (kh, kw), axis=(1, 2))  # (N, OH, OW, C, kh, kw), a view
-    return xp.ascontiguousarray(patches.transpose(0, 1, 2, 4, 5, 3))
+    N, H, W, C = x.shape
+    sN, sH, sW, sC = x.strides
+    # A view that steps (l, m) through the image as (i, j) does: metadata
+    # only, no work on the device (CuPy's sliding_window_view reads the
+    # device to check its arguments: two syncs a call).
+    patches = xp.lib.stride_tricks.as_strided(
+        x, shape=(N, H - kh + 1, W - kw + 1, kh, kw, C),
+        strides=(sN, sH, sW, sH, sW, sC))
+    return xp.ascontiguousarray(patches)
 
 
 def col2im(dcol, x_shape):
@@ -111,12 +122,19 @@ def conv2d_backward(dout, col, w, x_shape, need_dx=True):
 
 def col2im_matmul(dout2, w, x_shape):
     """dC/dx = col2im(dout2 @ W), W the filter matrix, without forming
-    that (N*OH*OW, KH*KW*C) product: one (N*OH*OW, F) @ (F, C) product
-    and one add per filter position (l, m), straight into the image at
-    offset (l, m).  Each add then reads a contiguous block, where col2im
-    reads every KH*KW-th run of C numbers: a third less time for the
-    book's second conv layer at mini-batch 64, half at 256.
-    ``dout2`` is dC/d(out) as an (N*OH*OW, F) matrix, channels-last."""
+    that (N*OH*OW, KH*KW*C) product.  ``dout2`` is dC/d(out) as an
+    (N*OH*OW, F) matrix, channels-last.  Three ways, one per kind of
+    machine, each tested against ``col2im``:
+
+    - NumPy with numba: the product, then a compiled col2im.
+    - NumPy alone: one (N*OH*OW, F) @ (F, C) product and one add per
+      filter position (l, m), straight into the image at offset (l, m):
+      each add reads a contiguous block.
+    - CuPy: the full convolution of the zero-padded output gradient with
+      the flipped filters, one product (``_full_convolution``): five
+      kernel launches, where the adds above take a hundred for a 5x5
+      filter.
+    """
     xp = get_array_module(dout2)
     F, C, KH, KW = w.shape
     N, _, H, W = x_shape
@@ -124,12 +142,35 @@ def col2im_matmul(dout2, w, x_shape):
     if _fast(dout2):  # compiled, col2im's strided adds cost little
         dcol = (dout2 @ _filter_matrix(w)).reshape(N, OH, OW, KH, KW, C)
         return kernels_cpu.col2im(dcol, H, W).transpose(0, 3, 1, 2)
+    if xp is not numpy:
+        return _full_convolution(dout2.reshape(N, OH, OW, F), w)
     dx = xp.zeros((N, H, W, C), dtype=dout2.dtype)
     for l in range(KH):
         for m in range(KW):
             dx[:, l:l + OH, m:m + OW, :] += (dout2 @ w[:, :, l, m]).reshape(
                 N, OH, OW, C)
     return dx.transpose(0, 3, 1, 2)
+
+
+def _full_convolution(dout, w):
+    """dC/dx for the convolution with filters ``w`` (F, C, KH, KW), given
+    dC/d(out) ``dout`` (N, OH, OW, F), channels-last: the "full"
+    convolution dx[n, y, x, c] = sum dout[n, y-l, x-m, f] w[f, c, l, m]
+    over l, m, f, as one valid convolution of dout, zero-padded by
+    (KH-1, KW-1) on each side, with the flipped filters
+    w[:, :, ::-1, ::-1].  Returns dx as (N, C, H, W)."""
+    xp = get_array_module(dout)
+    F, C, KH, KW = w.shape
+    N, OH, OW, _ = dout.shape
+    padded = xp.zeros((N, OH + 2 * (KH - 1), OW + 2 * (KW - 1), F),
+                      dtype=dout.dtype)
+    padded[:, KH - 1:KH - 1 + OH, KW - 1:KW - 1 + OW, :] = dout
+    col = _patches(padded, KH, KW)  # (N, H, W, KH, KW, F)
+    flipped = xp.ascontiguousarray(
+        w[:, :, ::-1, ::-1].transpose(2, 3, 0, 1)).reshape(KH * KW * F, C)
+    N, H, W = col.shape[:3]
+    dx = col.reshape(N * H * W, -1) @ flipped  # (N*H*W, C)
+    return dx.reshape(N, H, W, C).transpose(0, 3, 1, 2)
 
 
 def _filter_matrix(w):
@@ -141,9 +182,15 @@ def _filter_matrix(w):
 def max_pool(x, poolsize):
     """Max-pool ``x`` (N, F, H, W) over non-overlapping (ph, pw) windows,
     ignoring a border that does not fill a window (Theano's
-    ignore_border=True).  Returns the maxima, (N, F, H//ph, W//pw)."""
+    ignore_border=True).  Returns the maxima, (N, F, H//ph, W//pw).
+
+    Two ways, each tested against a loop: on NumPy one pass per window
+    entry (ph*pw fast passes over contiguous runs); on CuPy, where each
+    pass is a kernel launch, one reduction over the windows."""
     xp = get_array_module(x)
     x = channels_last(x)
+    if xp is not numpy:
+        return _windows(x, poolsize).max(axis=(2, 4)).transpose(0, 3, 1, 2)
     entries = _window_entries(x.shape, poolsize)
     out = x[entries[0]].copy()
     for e in entries[1:]:
@@ -160,9 +207,14 @@ def max_pool_backward(dout, x, out, poolsize):
 
     The route is found again here, by comparing ``x`` with ``out``,
     rather than kept from the forward pass: finding it is cheaper than
-    keeping an argmax up to date while the maxima are found."""
+    keeping an argmax up to date while the maxima are found.  On CuPy,
+    the argmax of each window instead (``_max_pool_backward_by_window``):
+    six launches where the entry-by-entry comparisons take twenty."""
     xp = get_array_module(dout)
-    x, out, dout = channels_last(x), channels_last(out), channels_last(dout)
+    x, dout = channels_last(x), channels_last(dout)
+    if xp is not numpy:
+        return _max_pool_backward_by_window(dout, x, poolsize)
+    out = channels_last(out)
     dx = xp.zeros(x.shape, dtype=dout.dtype)
     free = xp.ones(out.shape, dtype=bool)  # windows whose maximum is not yet found
     for e in _window_entries(x.shape, poolsize):
@@ -170,6 +222,36 @@ def max_pool_backward(dout, x, out, poolsize):
         free &= ~hit
         xp.multiply(dout, hit, out=dx[e])
     return dx.transpose(0, 3, 1, 2)
+
+
+def _max_pool_backward_by_window(dout, x, poolsize):
+    """``max_pool_backward`` of channels-last ``dout`` (N, PH, PW, C) and
+    ``x`` (N, H, W, C): each window's entries side by side, their argmax
+    (the first maximum), and ``dout`` sent to it."""
+    xp = get_array_module(dout)
+    ph, pw = poolsize
+    N, PH, PW, C = dout.shape
+    windows = xp.ascontiguousarray(_windows(x, poolsize).transpose(
+        0, 1, 3, 5, 2, 4)).reshape(N, PH, PW, C, ph * pw)
+    route = windows.argmax(axis=-1)  # (N, PH, PW, C): which entry is the max
+    hit = route[..., None] == xp.arange(ph * pw)
+    dwindows = (hit * dout[..., None]).reshape(N, PH, PW, C, ph, pw)
+    dx = xp.ascontiguousarray(dwindows.transpose(0, 1, 4, 2, 5, 3)).reshape(
+        N, PH * ph, PW * pw, C)
+    if dx.shape != x.shape:  # the ignored border gets no gradient
+        full = xp.zeros(x.shape, dtype=dx.dtype)
+        full[:, :PH * ph, :PW * pw, :] = dx
+        dx = full
+    return dx.transpose(0, 3, 1, 2)
+
+
+def _windows(x, poolsize):
+    """The pooling windows of a channels-last ``x`` (N, H, W, C), as a
+    view of shape (N, PH, ph, PW, pw, C) (the border left out)."""
+    ph, pw = poolsize
+    N, H, W, C = x.shape
+    PH, PW = H // ph, W // pw
+    return x[:, :PH * ph, :PW * pw, :].reshape(N, PH, ph, PW, pw, C)
 
 
 def _window_entries(shape, poolsize):
