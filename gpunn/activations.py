@@ -47,8 +47,9 @@ def _relu(z):
 sigmoid = Activation("sigmoid", _sigmoid, lambda z, a: a * (1 - a))
 tanh = Activation("tanh", lambda z: get_array_module(z).tanh(z),
                   lambda z, a: 1 - a * a)
-# ReLU'(0) is taken as 0.
-ReLU = Activation("ReLU", _relu, lambda z, a: (z > 0).astype(z.dtype))
+# ReLU'(z) is 1 for z > 0, else 0 (ReLU'(0) is taken as 0): the sign of
+# a = max(z, 0), in one pass and in a's dtype.
+ReLU = Activation("ReLU", _relu, lambda z, a: get_array_module(a).sign(a))
 linear = Activation("linear", lambda z: z,
                     lambda z, a: get_array_module(z).ones_like(z))
 
@@ -66,10 +67,3 @@ def softmax(z):
     xp = get_array_module(z)
     e = xp.exp(z - z.max(axis=-1, keepdims=True))  # shifted: no overflow
     return e / e.sum(axis=-1, keepdims=True)
-
-
-def log_softmax(z):
-    """log(softmax(z)), computed without forming softmax(z)."""
-    xp = get_array_module(z)
-    shifted = z - z.max(axis=-1, keepdims=True)
-    return shifted - xp.log(xp.exp(shifted).sum(axis=-1, keepdims=True))

@@ -34,7 +34,7 @@ import math
 import numbers
 
 from gpunn import backend, kernels
-from gpunn.activations import sigmoid, softmax, log_softmax, Activation
+from gpunn.activations import sigmoid, softmax, Activation
 from gpunn.backend import get_array_module
 from gpunn.costs import LogLikelihoodCost
 from gpunn.errors import ConfigError
@@ -152,8 +152,12 @@ class FullyConnectedLayer:
         self.mask = dropout_mask(inpt, self.p_dropout)
         self.inpt = inpt if self.mask is None else inpt * self.mask
         self.z = self.inpt @ self.w + self.b
-        self.a = self.activation_fn(self.z)
+        self.a = self.activate(self.z)
         return self.a
+
+    def activate(self, z):
+        """sigma(z), in training (the softmax layer keeps more)."""
+        return self.activation_fn(z)
 
     def backward(self, nabla_a, need_input_grad=True):
         """``nabla_a``: dC/da, shape (m, n_out).  Returns ``(nabla_inpt,
@@ -190,13 +194,24 @@ class SoftmaxLayer(FullyConnectedLayer):
         """network3 starts the softmax layer at zero."""
         return _zeros((self.n_in, self.n_out)), _zeros((self.n_out,))
 
+    def activate(self, z):
+        """softmax(z) = exp(z - max z) / sum exp(z - max z), row by row
+        (shifted: no overflow), keeping the shifted z and the sums for
+        ``cost``: ln a = (z - max z) - ln sum, without the underflow of
+        ln(softmax) and without a second exponential."""
+        xp = get_array_module(z)
+        self.shifted_z = z - z.max(axis=1, keepdims=True)
+        e = xp.exp(self.shifted_z)
+        self.normalizer = e.sum(axis=1, keepdims=True)
+        return e / self.normalizer
+
     def cost(self, y):
         """The log-likelihood cost of the last ``forward``: -mean ln a_y, a
         0-d array (left on the device: reading it would synchronize).
         ``y``: integer labels (m,)."""
         xp = get_array_module(self.z)
-        log_a = log_softmax(self.z)  # ln a without the underflow of ln(softmax)
-        return -xp.take_along_axis(log_a, y.reshape(-1, 1), axis=1).mean()
+        shifted_z_y = xp.take_along_axis(self.shifted_z, y.reshape(-1, 1), axis=1)
+        return (xp.log(self.normalizer) - shifted_z_y).mean()  # -mean ln a_y
 
     def delta(self, y):
         """BP1 for softmax with the log-likelihood cost: dC/dz = (a - y)/m."""

@@ -152,8 +152,10 @@ class Network:
         for layer, nb, nw in zip(self.layers, nabla_b, nabla_w):
             if decay:
                 layer.w *= 1 - decay  # the L2 term's gradient, lmbda*w/n_batches
-            layer.w -= eta * nw
-            layer.b -= eta * nb
+            nw *= eta  # in place: the step needs no temporary arrays
+            nb *= eta
+            layer.w -= nw
+            layer.b -= nb
         return cost
 
     def l2_norm_squared(self):
