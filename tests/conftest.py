@@ -45,6 +45,13 @@ def install_cupy_double(monkeypatch, hook):
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(path))
 
 
+@pytest.fixture
+def on_cupy_double(monkeypatch, cupy_double_hook):
+    """The CuPy test double, installed as ``cupy`` for this test."""
+    install_cupy_double(monkeypatch, cupy_double_hook)
+    return cupy_double.module()
+
+
 @pytest.fixture(params=["numpy", "cupy-double",
                         pytest.param("cupy", marks=pytest.mark.gpu)])
 def backend_name(request, monkeypatch, cupy_double_hook):

@@ -187,3 +187,43 @@ def test_a_diverging_run_stops_with_exit_code_3(tmp_path):
     assert "Try a smaller eta (it is 100.0; say 10)." in p.stderr
     # No epoch finished, so no checkpoint was written over a good one.
     assert not (tmp_path / "run" / "network.npz").exists()
+
+
+@pytest.mark.gpu
+def test_the_command_line_on_cupy(tmp_path, cupy_kind):
+    """train, --resume, evaluate, ensemble and plot with --backend cupy:
+    on a GPU, and in the default run on the CuPy test double (its hook
+    reaches these subprocesses; see tests/conftest.py)."""
+    if cupy_kind == "gpu":
+        from tests.helpers import skip_without_cupy
+        skip_without_cupy()
+    quick = ["--limit", "200", "--eval-limit", "100", "--backend", "cupy"]
+    args = ("train", "basic_conv", "--seed", "5", "--quiet", *quick)
+    ok(gpunn(*args, "--epochs", "2", "--out", tmp_path / "whole"))
+    ok(gpunn(*args, "--epochs", "1", "--out", tmp_path / "stopped"))
+    ok(gpunn("train", "--resume", tmp_path / "stopped", "--epochs", "2",
+             "--quiet"))
+    whole, resumed = (weights(tmp_path / name / "network.npz")
+                      for name in ("whole", "stopped"))
+    for key in whole:
+        numpy.testing.assert_array_equal(resumed[key], whole[key])
+    records = [json.loads(line) for line in open(tmp_path / "whole" / "log.jsonl")]
+    assert all(r["backend"] == "cupy" for r in records)
+
+    # A network trained on CuPy evaluates on CuPy and on NumPy alike.
+    model = tmp_path / "whole" / "network.npz"
+    accuracy = {}
+    for name in ("cupy", "numpy"):
+        out = ok(gpunn("evaluate", model, "--eval-limit", "100",
+                       "--backend", name))
+        assert "2 epochs, trained on cupy" in out
+        accuracy[name] = float(out.split("Validation accuracy ")[1].split("%")[0])
+    assert accuracy["cupy"] == pytest.approx(accuracy["numpy"], abs=0.5)
+    assert accuracy["cupy"] == pytest.approx(
+        100 * records[-1]["validation_accuracy"], abs=0.01)
+
+    out = ok(gpunn("ensemble", model, tmp_path / "stopped" / "network.npz",
+                   "--backend", "cupy"))
+    assert "Accuracy is " in out
+    out = ok(gpunn("plot", tmp_path / "whole", "--backend", "cupy"))
+    assert "Wrote {}".format(tmp_path / "whole" / "errors.png") in out

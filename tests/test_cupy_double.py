@@ -1,0 +1,121 @@
+"""The CuPy test double holds code to CuPy's rules and counts what would
+be CUDA work; and, on it, what gpunn's CuPy path must not do: read the
+device in im2col, crash at the first step when a CUDA library is
+missing, or open a CUDA context just to count GPUs."""
+
+import numpy
+import pytest
+
+import gpunn
+from gpunn import backend, kernels
+from tests import cupy_double
+
+
+@pytest.fixture
+def cp(on_cupy_double):
+    return on_cupy_double
+
+
+def test_its_names_are_cupys(cp):
+    assert cupy_double.names_missing_from_cupy() == []
+    real = cupy_double.real_cupy()
+    # NumPy has these, CuPy does not: the double has not either.
+    for name in ("fromregex", "insert", "geomspace", "nanquantile", "char"):
+        assert hasattr(numpy, name) and not hasattr(real, name)
+        assert not hasattr(cp, name)
+
+
+def test_it_refuses_numpy_arrays_and_implicit_conversion(cp):
+    a = cp.asarray(numpy.ones(3, dtype=numpy.float32))
+    assert not isinstance(a, numpy.ndarray)
+    for bad in (lambda: a + numpy.ones(3), lambda: numpy.ones(3) + a,
+                lambda: numpy.asarray(a), lambda: cp.maximum(a, numpy.ones(3)),
+                lambda: cp.concatenate([a, numpy.ones(3)])):
+        with pytest.raises(TypeError):
+            bad()
+    assert isinstance(a.sum(), cp.ndarray) and a.sum().ndim == 0
+    assert isinstance(a.get(), numpy.ndarray)
+
+
+def test_it_checks_keywords_against_cupys_signatures(cp):
+    a = cp.zeros((2, 3), dtype=numpy.float32)
+    a.sum(axis=1, keepdims=True)
+    with pytest.raises(TypeError, match="unexpected keyword"):
+        a.sum(axs=1)
+    with pytest.raises(TypeError, match="unexpected keyword"):
+        cp.isfinite(a, where=True)  # NumPy's ufuncs take where=, CuPy's not
+    with pytest.raises(TypeError):
+        cp.take_along_axis(a, cp.zeros((2, 1), dtype=numpy.int64), axis=1,
+                           mode="clip")
+
+
+def test_it_counts_launches_syncs_copies_and_allocations(cp):
+    with cupy_double.counting() as counts:
+        a = cp.asarray(numpy.arange(6, dtype=numpy.float32))  # upload
+        b = a * 2 + 1                                         # 2 launches
+        view = b[1:4].reshape(3, 1)                           # views: nothing
+        total = float(view.sum())                             # launch, sync
+        b[a > 2]                                              # mask: sync
+    assert total == 3 + 5 + 7
+    assert counts.totals() == {"launches": 6, "syncs": 2, "uploads": 1,
+                               "downloads": 2, "allocations": 6}
+    assert "test_cupy_double.py" in counts.report("syncs")
+
+
+def test_a_product_of_a_strided_operand_counts_its_copy(cp):
+    w = cp.asarray(numpy.ones((4, 3, 5, 5), dtype=numpy.float32))
+    x = cp.asarray(numpy.ones((2, 4), dtype=numpy.float32))
+    with cupy_double.counting() as counts:
+        x @ w[:, :, 0, 0]  # neither C- nor F-contiguous: CuPy copies it
+        x @ w.reshape(4, -1)
+    assert counts.total("launches") == 3
+
+
+def test_cupys_sliding_window_view_reads_the_device(cp):
+    """Run from CuPy's source on the double: two syncs and an upload to
+    check its arguments; the reason im2col does not use it."""
+    x = cp.zeros((2, 6, 6, 3), dtype=numpy.float32)
+    with cupy_double.counting() as counts:
+        cp.lib.stride_tricks.sliding_window_view(x, (3, 3), axis=(1, 2))
+    assert counts.total("syncs") == 2 and counts.total("uploads") == 1
+
+
+def test_im2col_makes_no_sync_and_two_launches(cp):
+    gpunn.use("cupy", "float32")
+    x = backend.asarray(numpy.random.default_rng(0).random((2, 3, 6, 5)))
+    with cupy_double.counting() as counts:
+        col = kernels.im2col(x, 3, 2)
+    assert counts.totals() == {"launches": 2, "syncs": 0, "uploads": 0,
+                               "downloads": 0, "allocations": 2}, \
+        counts.report("launches")  # the channels-last copy, the patches
+    host = backend.to_numpy(x)
+    assert col.shape == (2, 4, 4, 3, 2, 3)
+    assert float(col[1, 2, 3, 1, 0, 2]) == host[1, 2, 2 + 1, 3 + 0]
+
+
+def test_a_missing_cuda_library_is_a_backend_error_at_use(cp, monkeypatch):
+    """As CuPy fails where cuRAND's library cannot be loaded."""
+    def no_curand(seed=None):
+        raise RuntimeError("CuPy failed to load libcurand.so.10: OSError: "
+                           "libcurand.so.10: cannot open shared object file")
+    monkeypatch.setattr(cp.random, "default_rng", no_curand)
+    with pytest.raises(gpunn.BackendError, match="libcurand.*gpunn\\[cuda12\\]"):
+        gpunn.use("cupy")
+    assert gpunn.use("auto") == "numpy"
+
+
+def test_a_missing_cublas_is_a_backend_error_at_use(cp, monkeypatch):
+    def no_cublas(a, b, **kwargs):
+        raise RuntimeError("CuPy failed to load libcublas.so.12")
+    monkeypatch.setattr(cupy_double.ndarray, "__matmul__", no_cublas)
+    with pytest.raises(gpunn.BackendError, match="libcublas"):
+        gpunn.use("cupy")
+
+
+def test_counting_gpus_opens_no_cuda_context_here(cp):
+    """backend.gpu_count asks a child process (which gets the double
+    through the tests' hook): this process launches nothing."""
+    with cupy_double.counting() as counts:
+        assert backend.gpu_count() == 1
+    assert counts.totals() == dict.fromkeys(cupy_double.KINDS, 0)
+    assert backend._cupy is None

@@ -1,0 +1,94 @@
+"""What one training step of each chapter-6 model costs on CuPy, counted
+on the CuPy test double (``tests/cupy_double.py``): kernel launches,
+host<->device synchronizations and copies, and allocations.
+
+A step at the book's mini-batch of 10 is a few MFLOP: on a GPU its time
+is the number of launches (8-15 us each through CuPy), and any sync
+stalls the queue.  So: no sync and no copy in a step, at most 10 syncs an
+epoch, and a launch budget per model that a change adding launches
+fails.  Run with ``-s`` to see where each model's launches go.
+"""
+
+import numpy
+import pytest
+
+import gpunn
+from gpunn.experiments import EXPERIMENTS
+from tests import cupy_double
+
+# Launches per step, on the generic path.  Where dbl_conv_relu's 85 go:
+# conv forward 10 (a channels-last copy, two im2col copies and products,
+# the filter matrix, bias, ReLU), max-pool 2, conv backward 25 (ReLU',
+# delta, bias gradients, the pooling backward 12, the filter gradients,
+# the input gradient as one full convolution 5), the FC and softmax
+# layers 14 (a flattening copy, products, biases, ReLU and ReLU', the
+# backward products), softmax, cost and delta 14, the update 20 (4
+# layers: the L2 decay, the gradients scaled by eta, the w and b steps).
+# Before: 227, of which the input gradient's 25 slice adds took 100 and
+# pooling's entry-by-entry passes 52; and 4 syncs (CuPy's
+# sliding_window_view).
+BUDGETS = {
+    "shallow": 38, "basic_conv": 64, "omit_FC": 48, "dbl_conv": 93,
+    "dbl_conv_relu": 85,
+    "expanded_data_100": 85, "expanded_data_300": 85, "expanded_data_1000": 85,
+    "expanded_data_double_fc_100": 98, "expanded_data_double_fc_300": 98,
+    "expanded_data_double_fc_1000": 98, "double_fc_dropout": 108,
+}
+MINI_BATCH_SIZES = (10, 64)
+
+
+@pytest.fixture
+def double(on_cupy_double):
+    gpunn.use("cupy", "float32", seed=0)
+    return on_cupy_double
+
+
+def step_counts(name, mini_batch_size):
+    """The counts of one ``Network._update`` of experiment ``name``
+    (after a first step, which may set things up), and the network."""
+    experiment = EXPERIMENTS[name]
+    net = experiment.network(mini_batch_size)
+    rng = numpy.random.default_rng(0)
+    x = net._inputs(rng.random((2 * mini_batch_size, 784), dtype=numpy.float32))
+    y = net._labels(rng.integers(0, 10, 2 * mini_batch_size))
+    m = mini_batch_size
+    net._update(x[:m], y[:m], experiment.eta, experiment.lmbda, 5000)
+    with cupy_double.counting() as counts:
+        net._update(x[m:], y[m:], experiment.eta, experiment.lmbda, 5000)
+    return counts
+
+
+def test_every_experiment_has_a_budget():
+    assert set(BUDGETS) == set(EXPERIMENTS)
+
+
+@pytest.mark.parametrize("mini_batch_size", MINI_BATCH_SIZES)
+@pytest.mark.parametrize("name", list(EXPERIMENTS))
+def test_a_step_stays_on_the_device_within_its_launch_budget(
+        double, name, mini_batch_size):
+    counts = step_counts(name, mini_batch_size)
+    totals = counts.totals()
+    print("\n{} at mini-batch {}: {}\n{}".format(
+        name, mini_batch_size, totals, counts.report("launches")))
+    assert totals["syncs"] == 0, counts.report("syncs")
+    assert totals["uploads"] == 0 and totals["downloads"] == 0, \
+        counts.report("uploads") + counts.report("downloads")
+    assert totals["launches"] <= BUDGETS[name], (
+        "{} launches a step, over the budget of {}; where they go:\n{}".format(
+            totals["launches"], BUDGETS[name], counts.report("launches")))
+
+
+def test_an_epoch_reads_the_device_at_most_ten_times(double):
+    """The end-of-epoch checks and accuracies only, however many steps."""
+    net = EXPERIMENTS["dbl_conv_relu"].network(10)
+    rng = numpy.random.default_rng(1)
+
+    def data(n):
+        return rng.random((n, 784), dtype=numpy.float32), rng.integers(0, 10, n)
+    syncs = []
+    with cupy_double.counting() as counts:
+        net.SGD(data(200), 3, 10, 0.03, data(50), data(50), lmbda=0.1, seed=1,
+                log=lambda line: None,
+                on_epoch=lambda record: syncs.append(counts.total("syncs")))
+    per_epoch = numpy.diff(syncs)
+    assert len(per_epoch) == 2 and max(per_epoch) <= 10, counts.report("syncs")
