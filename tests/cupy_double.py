@@ -265,30 +265,6 @@ class ndarray:
         _sync_download()
         return numpy.array(self._a, order=order)
 
-    def item(self):
-        _sync_download()
-        return self._a.item()
-
-    def tolist(self):
-        _sync_download()
-        return self._a.tolist()
-
-    def __float__(self):
-        _sync_download()
-        return float(self._a)
-
-    def __int__(self):
-        _sync_download()
-        return int(self._a)
-
-    def __bool__(self):
-        _sync_download()
-        return bool(self._a)
-
-    def __complex__(self):
-        _sync_download()
-        return complex(self._a)
-
     def nonzero(self):
         _sync_download()
         COUNTS.add("launches", 2)
@@ -333,6 +309,20 @@ class ndarray:
 
     def dot(self, b, out=None):
         return matmul(self, b, out=out)
+
+
+def _reader(convert):
+    """A method that reads the array to the host: a sync and a copy."""
+    def read(self):
+        _sync_download()
+        return convert(self._a)
+    return read
+
+
+for _name, _convert in {"item": numpy.ndarray.item, "tolist": numpy.ndarray.tolist,
+                        "__float__": float, "__int__": int, "__bool__": bool,
+                        "__complex__": complex}.items():
+    setattr(ndarray, _name, _reader(_convert))
 
 
 def _method(name, kind):

@@ -100,16 +100,23 @@ def test_train_evaluate_plot_ensemble(tmp_path):
     assert matplotlib.image.imread(png).shape[:2] == (500, 800)
 
 
+def whole_and_resumed(folder, train):
+    """Run the ``train`` arguments for 2 epochs into folder/whole, and for
+    1 into folder/stopped, then resume that to 2; return the weights of
+    both networks."""
+    ok(gpunn(*train, "--epochs", "2", "--out", folder / "whole"))
+    ok(gpunn(*train, "--epochs", "1", "--out", folder / "stopped"))
+    ok(gpunn("train", "--resume", folder / "stopped", "--epochs", "2",
+             "--quiet"))
+    return tuple(weights(folder / name / "network.npz")
+                 for name in ("whole", "stopped"))
+
+
 def test_resume_ends_with_the_weights_of_an_uninterrupted_run(tmp_path):
     """double_fc_dropout (dropout in three layers, expanded data): a run
     stopped after epoch 1 of 2 and resumed equals a 2-epoch run."""
     args = ("train", "double_fc_dropout", "--seed", "5", "--quiet", *QUICK)
-    ok(gpunn(*args, "--epochs", "2", "--out", tmp_path / "whole"))
-    ok(gpunn(*args, "--epochs", "1", "--out", tmp_path / "stopped"))
-    ok(gpunn("train", "--resume", tmp_path / "stopped", "--epochs", "2",
-             "--quiet"))
-    whole, resumed = (weights(tmp_path / name / "network.npz")
-                      for name in ("whole", "stopped"))
+    whole, resumed = whole_and_resumed(tmp_path, args)
     assert whole.keys() == resumed.keys() and len(whole) == 10
     for key in whole:
         numpy.testing.assert_array_equal(resumed[key], whole[key])
@@ -198,13 +205,8 @@ def test_the_command_line_on_cupy(tmp_path, cupy_kind):
         from tests.helpers import skip_without_cupy
         skip_without_cupy()
     quick = ["--limit", "200", "--eval-limit", "100", "--backend", "cupy"]
-    args = ("train", "basic_conv", "--seed", "5", "--quiet", *quick)
-    ok(gpunn(*args, "--epochs", "2", "--out", tmp_path / "whole"))
-    ok(gpunn(*args, "--epochs", "1", "--out", tmp_path / "stopped"))
-    ok(gpunn("train", "--resume", tmp_path / "stopped", "--epochs", "2",
-             "--quiet"))
-    whole, resumed = (weights(tmp_path / name / "network.npz")
-                      for name in ("whole", "stopped"))
+    whole, resumed = whole_and_resumed(
+        tmp_path, ("train", "basic_conv", "--seed", "5", "--quiet", *quick))
     for key in whole:
         numpy.testing.assert_array_equal(resumed[key], whole[key])
     records = [json.loads(line) for line in open(tmp_path / "whole" / "log.jsonl")]
