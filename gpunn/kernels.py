@@ -1,15 +1,25 @@
 """kernels.py
 ~~~~~~~~~~~~
 
-The array work of network3's ConvPoolLayer: valid convolution through
-im2col and a matrix product, its backward pass through col2im, and
-max-pooling with its backward pass.
+The array work of network3's layers: valid convolution through im2col
+and a matrix product, its backward pass through col2im, max-pooling with
+its backward pass, the ConvPoolLayer's pooling-bias-activation and its
+backward pass, and the softmax layer's output, cost and error.
 
 Everything here is written once against the array module of its inputs
-(NumPy or CuPy).  These generic versions are the reference: a faster,
-backend-specific kernel may replace one of these functions later, behind
-the same name and signature, and is then tested against the version
-kept here.
+(NumPy or CuPy).  These generic versions are the reference.  A faster,
+backend-specific kernel replaces one of them, behind the same function,
+for one kind of array, and is tested against the version kept here.
+The fast kernels, in one place:
+
+================================  ===============================
+function here                     fast version
+================================  ===============================
+col2im_matmul                     NumPy: kernels_cpu.col2im (numba)
+pool_bias_activation              CuPy: kernels_cuda (CUDA C)
+pool_bias_activation_backward     CuPy: kernels_cuda (CUDA C)
+softmax_cost_delta                CuPy: kernels_cuda (CUDA C)
+================================  ===============================
 
 Shapes are network3's: images ``x`` are (N, C, H, W) (mini-batch, maps,
 height, width); filters ``w`` are (F, C, KH, KW), its filter_shape.
@@ -24,6 +34,7 @@ the same; on a CPU it is several times faster.
 
 import numpy
 
+from gpunn import kernels_cuda
 from gpunn.backend import get_array_module
 
 try:  # compiled CPU versions of some kernels, where numba is installed
@@ -31,13 +42,22 @@ try:  # compiled CPU versions of some kernels, where numba is installed
 except ImportError:
     kernels_cpu = None
 
-#: Use kernels_cpu for NumPy arrays when it is there (the tests also run
-#: with this off, to hold the compiled kernels to the generic ones).
+#: Use kernels_cpu for NumPy arrays when it is there, and kernels_cuda
+#: for CuPy arrays (the tests also run with these off, to hold the fast
+#: kernels to the generic ones).
 FAST_CPU = kernels_cpu is not None
+FAST_CUDA = True
 
 
 def _fast(x):
     return FAST_CPU and isinstance(x, numpy.ndarray)
+
+
+def _fast_cuda(x, activation_fn=None):
+    """Does the CUDA kernel run for the array ``x`` (and activation)?"""
+    return FAST_CUDA and not isinstance(x, numpy.ndarray) and (
+        activation_fn is None or
+        activation_fn.__name__ in kernels_cuda.ACTIVATION_CODES)
 
 
 def channels_last(x):
@@ -262,3 +282,63 @@ def _window_entries(shape, poolsize):
     PH, PW = shape[1] // ph, shape[2] // pw
     return [(slice(None), slice(i, PH * ph, ph), slice(j, PW * pw, pw))
             for i in range(ph) for j in range(pw)]
+
+
+def pool_bias_activation(conv_out, b, poolsize, activation_fn):
+    """network3's order after the convolution: max-pool ``conv_out``
+    (N, F, OH, OW), then add the bias ``b`` (F,), then apply
+    ``activation_fn``.  Returns ``(z, a, route)``: z and a of shape
+    (N, F, PH, PW), and route, what ``pool_bias_activation_backward``
+    needs to send gradients back through the pooling (the generic
+    version keeps the input and the maxima; the CUDA kernel, each
+    window's argmax, one byte per pooled value)."""
+    if _fast_cuda(conv_out, activation_fn):
+        z, a, route = kernels_cuda.pool_bias_activation(
+            channels_last(conv_out), b, poolsize,
+            kernels_cuda.ACTIVATION_CODES[activation_fn.__name__])
+        return z.transpose(0, 3, 1, 2), a.transpose(0, 3, 1, 2), route
+    pooled_out = max_pool(conv_out, poolsize)
+    z = pooled_out + b.reshape(1, -1, 1, 1)
+    return z, activation_fn(z), (conv_out, pooled_out)
+
+
+def pool_bias_activation_backward(nabla_a, z, a, route, conv_shape, poolsize,
+                                  activation_fn):
+    """Backward pass of ``pool_bias_activation``: given nabla_a = dC/da
+    (N, F, PH, PW), returns ``(nabla_conv, nabla_b)``: the error delta =
+    nabla_a * sigma'(z) (BP2) sent back through the pooling to the
+    convolution's outputs, (N, F, OH, OW) = ``conv_shape``, and
+    nabla_b = the sum of delta over the mini-batch and the map (BP3)."""
+    if _fast_cuda(nabla_a, activation_fn):
+        N, F, OH, OW = conv_shape
+        nabla_conv = kernels_cuda.pool_bias_activation_backward(
+            channels_last(nabla_a), channels_last(a), route, (N, OH, OW, F),
+            poolsize, kernels_cuda.ACTIVATION_CODES[activation_fn.__name__])
+        # Each delta lands in exactly one place: the sums are the same.
+        return nabla_conv.transpose(0, 3, 1, 2), nabla_conv.sum(axis=(0, 1, 2))
+    conv_out, pooled_out = route
+    delta = nabla_a * activation_fn.prime(z, a)
+    return (max_pool_backward(delta, conv_out, pooled_out, poolsize),
+            delta.sum(axis=(0, 2, 3)))
+
+
+def softmax_cost_delta(z, y):
+    """The softmax layer's output, cost and error for its weighted input
+    ``z`` (m, n) and integer labels ``y`` (m,): returns ``(a, cost,
+    delta)``, a = softmax(z) (each row shifted by its maximum: no
+    overflow), cost = -mean ln a_y (0-d, left on the device), computed as
+    ln(sum) - shifted z_y (no underflow), and delta = dC/dz = (a -
+    onehot(y))/m, BP1 for the log-likelihood of a softmax layer."""
+    xp = get_array_module(z)
+    if _fast_cuda(z):
+        return kernels_cuda.softmax_cost_delta(
+            xp.ascontiguousarray(z), y.astype(numpy.int32, copy=False))
+    m, n = z.shape
+    shifted_z = z - z.max(axis=1, keepdims=True)
+    e = xp.exp(shifted_z)
+    normalizer = e.sum(axis=1, keepdims=True)
+    a = e / normalizer
+    shifted_z_y = xp.take_along_axis(shifted_z, y.reshape(-1, 1), axis=1)
+    cost = (xp.log(normalizer) - shifted_z_y).mean()
+    delta = (a - (xp.arange(n) == y.reshape(-1, 1))) / m
+    return a, cost, delta

@@ -81,30 +81,29 @@ class ConvPoolLayer:
         (m, F, PH, PW)."""
         x = inpt.reshape((-1,) + self.image_shape[1:])
         conv_out, _ = kernels.conv2d(x, self.w)
-        pooled_out = kernels.max_pool(conv_out, self.poolsize)
-        return self.activation_fn(pooled_out + self.b.reshape(1, -1, 1, 1))
+        _, a, _ = kernels.pool_bias_activation(conv_out, self.b, self.poolsize,
+                                               self.activation_fn)
+        return a
 
     def forward(self, inpt):
         """Training: as ``feedforward``, keeping what ``backward`` needs."""
         self.x_shape = (len(inpt),) + self.image_shape[1:]
         self.conv_out, self.col = kernels.conv2d(inpt.reshape(self.x_shape),
                                                  self.w)
-        self.pooled_out = kernels.max_pool(self.conv_out, self.poolsize)
-        # network3: bias and activation come after the pooling.
-        self.z = self.pooled_out + self.b.reshape(1, -1, 1, 1)
-        self.a = self.activation_fn(self.z)
+        # network3: max-pooling, then the bias, then the activation.
+        self.z, self.a, self.route = kernels.pool_bias_activation(
+            self.conv_out, self.b, self.poolsize, self.activation_fn)
         return self.a
 
     def backward(self, nabla_a, need_input_grad=True):
         """``nabla_a``: dC/da, any shape that reshapes to (m, F, PH, PW).
         Returns ``(nabla_inpt, nabla_b, nabla_w)``; nabla_inpt has shape
         (m, C, H, W), or is None when ``need_input_grad`` is false."""
-        delta = nabla_a.reshape(self.a.shape) * self.activation_fn.prime(
-            self.z, self.a)                                   # BP2
-        nabla_b = delta.sum(axis=(0, 2, 3))                   # BP3
-        # Through the pooling: each window's delta goes to its maximum.
-        nabla_conv = kernels.max_pool_backward(
-            delta, self.conv_out, self.pooled_out, self.poolsize)
+        # delta = nabla_a * sigma'(z) (BP2) and nabla_b = its sum (BP3);
+        # through the pooling, each window's delta goes to its maximum.
+        nabla_conv, nabla_b = kernels.pool_bias_activation_backward(
+            nabla_a.reshape(self.a.shape), self.z, self.a, self.route,
+            self.conv_out.shape, self.poolsize, self.activation_fn)
         nabla_w, nabla_inpt = kernels.conv2d_backward(        # BP4
             nabla_conv, self.col, self.w, self.x_shape, need_input_grad)
         return nabla_inpt, nabla_b, nabla_w
@@ -148,16 +147,17 @@ class FullyConnectedLayer:
     def forward(self, inpt):
         """Training: the input goes through a dropout mask (when
         p_dropout > 0); keeps the input, z and a for ``backward``."""
+        self.z = self.weighted_input(inpt)
+        self.a = self.activation_fn(self.z)
+        return self.a
+
+    def weighted_input(self, inpt):
+        """z = (inpt * mask) w + b in training (m, n_out), keeping the
+        masked input for BP4."""
         inpt = inpt.reshape(len(inpt), self.n_in)
         self.mask = dropout_mask(inpt, self.p_dropout)
         self.inpt = inpt if self.mask is None else inpt * self.mask
-        self.z = self.inpt @ self.w + self.b
-        self.a = self.activate(self.z)
-        return self.a
-
-    def activate(self, z):
-        """sigma(z), in training (the softmax layer keeps more)."""
-        return self.activation_fn(z)
+        return self.inpt @ self.w + self.b
 
     def backward(self, nabla_a, need_input_grad=True):
         """``nabla_a``: dC/da, shape (m, n_out).  Returns ``(nabla_inpt,
@@ -194,24 +194,19 @@ class SoftmaxLayer(FullyConnectedLayer):
         """network3 starts the softmax layer at zero."""
         return _zeros((self.n_in, self.n_out)), _zeros((self.n_out,))
 
-    def activate(self, z):
-        """softmax(z) = exp(z - max z) / sum exp(z - max z), row by row
-        (shifted: no overflow), keeping the shifted z and the sums for
-        ``cost``: ln a = (z - max z) - ln sum, without the underflow of
-        ln(softmax) and without a second exponential."""
-        xp = get_array_module(z)
-        self.shifted_z = z - z.max(axis=1, keepdims=True)
-        e = xp.exp(self.shifted_z)
-        self.normalizer = e.sum(axis=1, keepdims=True)
-        return e / self.normalizer
+    def forward_cost_delta(self, inpt, y):
+        """Training's forward pass with the cost and BP1 for the integer
+        labels ``y`` (m,), in one go (one kernel on CuPy): keeps z and a
+        as ``forward`` does; returns ``(cost, delta)``, the mean
+        log-likelihood -mean ln a_y (a 0-d array, left on the device:
+        reading it would synchronize) and delta = dC/dz = (a - y)/m."""
+        self.z = self.weighted_input(inpt)
+        self.a, cost, delta = kernels.softmax_cost_delta(self.z, y)
+        return cost, delta
 
     def cost(self, y):
-        """The log-likelihood cost of the last ``forward``: -mean ln a_y, a
-        0-d array (left on the device: reading it would synchronize).
-        ``y``: integer labels (m,)."""
-        xp = get_array_module(self.z)
-        shifted_z_y = xp.take_along_axis(self.shifted_z, y.reshape(-1, 1), axis=1)
-        return (xp.log(self.normalizer) - shifted_z_y).mean()  # -mean ln a_y
+        """The log-likelihood cost -mean ln a_y of the last ``forward``."""
+        return kernels.softmax_cost_delta(self.z, y)[1]
 
     def delta(self, y):
         """BP1 for softmax with the log-likelihood cost: dC/dz = (a - y)/m."""

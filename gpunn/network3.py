@@ -117,14 +117,15 @@ class Network:
         """``backprop`` on arrays already on the network's backend; also
         returns the mini-batch's cost (a 0-d device array)."""
         a = x
-        for layer in self.layers:
+        for layer in self.layers[:-1]:
             a = layer.forward(a)
         output_layer = self.layers[-1]
-        cost = output_layer.cost(y)
+        # The softmax layer's forward pass, the cost and BP1 in one go.
+        cost, delta = output_layer.forward_cost_delta(a, y)
         nabla_b, nabla_w = [None] * len(self.layers), [None] * len(self.layers)
-        # BP1 at the softmax layer, then BP2 backwards through the rest.
+        # BP1's delta at the softmax layer, then BP2 backwards through the rest.
         nabla_a, nabla_b[-1], nabla_w[-1] = output_layer.backward_delta(
-            output_layer.delta(y), need_input_grad=len(self.layers) > 1)
+            delta, need_input_grad=len(self.layers) > 1)
         for l in range(len(self.layers) - 2, -1, -1):
             nabla_a, nabla_b[l], nabla_w[l] = self.layers[l].backward(
                 nabla_a, need_input_grad=l > 0)

@@ -15,6 +15,10 @@ NumPy does the arithmetic.  Everything else is held to CuPy:
 - CuPy functions written in Python (``take_along_axis``,
   ``lib.stride_tricks``) run from CuPy's own source, on the double, so
   their hidden uploads and syncs are counted as they happen.
+- ``RawModule`` compiles gpunn's CUDA C source for the CPU and runs its
+  kernels thread by thread (``tests/cuda_on_cpu.py``); arguments are
+  checked against the kernels' parameter types, and a call is one
+  launch.
 
 What it counts, per call site (the first frame outside this module and
 CuPy): ``launches`` (each operation that would run a CUDA kernel; a
@@ -84,9 +88,11 @@ class Counts:
     def __init__(self):
         self.sites = {kind: collections.Counter() for kind in KINDS}
 
-    def add(self, kind, n=1):
+    def add(self, kind, n=1, detail=None):
         if n:
-            self.sites[kind][_call_site()] += n
+            site = _call_site()
+            self.sites[kind][site if detail is None else
+                             "{} [{}]".format(site, detail)] += n
 
     def total(self, kind):
         return sum(self.sites[kind].values())
@@ -570,6 +576,37 @@ class _Generator:
         return draw
 
 
+class _RawModule:
+    """``cupy.RawModule``: the CUDA source compiled for the CPU
+    (``tests/cuda_on_cpu.py``), each kernel call one launch."""
+
+    def __init__(self, code=None, path=None, options=(), backend="nvrtc",
+                 translate_cucomplex=False, *, enable_cooperative_groups=False,
+                 name_expressions=None, jitify=False):
+        from tests import cuda_on_cpu
+        self._module = cuda_on_cpu.Module(code, options)
+
+    def get_function(self, name):
+        if name not in self._module.signatures:
+            raise KeyError("no kernel {!r} in the module".format(name))
+        return _RawKernelFunction(self._module, name)
+
+
+class _RawKernelFunction:
+    def __init__(self, module, name):
+        self._module, self.name = module, name
+
+    def __call__(self, grid, block, args, shared_mem=0, stream=None,
+                 enable_cooperative_groups=False):
+        args = [numpy.int64(a) if isinstance(a, int) and not isinstance(a, bool)
+                else numpy.float64(a) if isinstance(a, float) else a
+                for a in args]  # CuPy passes Python ints and floats so
+        if any(isinstance(a, numpy.ndarray) for a in args):
+            raise TypeError("Unsupported type {}".format(numpy.ndarray))
+        COUNTS.add("launches", detail=self.name)
+        self._module.launch(self.name, grid, block, _unwrap(list(args)))
+
+
 class _Stream:
     def synchronize(self):
         COUNTS.add("syncs")
@@ -661,6 +698,7 @@ def module():
                get_array_module):
         setattr(double, fn.__name__, fn)
     double.ndarray = ndarray
+    double.RawModule = _RawModule
     double.cuda = _cuda_namespace(real)
     indexing = sys.modules["cupy._indexing.indexing"]
     for name, fn in _from_cupy_source(indexing, _FROM_SOURCE, double).items():

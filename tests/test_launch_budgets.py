@@ -13,10 +13,11 @@ import numpy
 import pytest
 
 import gpunn
+from gpunn import kernels
 from gpunn.experiments import EXPERIMENTS
 from tests import cupy_double
 
-# Launches per step, on the generic path.  Where dbl_conv_relu's 85 go:
+# Launches per step, on the generic path (kernels.FAST_CUDA off).  Where dbl_conv_relu's 85 go:
 # conv forward 10 (a channels-last copy, two im2col copies and products,
 # the filter matrix, bias, ReLU), max-pool 2, conv backward 25 (ReLU',
 # delta, bias gradients, the pooling backward 12, the filter gradients,
@@ -33,6 +34,16 @@ BUDGETS = {
     "expanded_data_100": 85, "expanded_data_300": 85, "expanded_data_1000": 85,
     "expanded_data_double_fc_100": 98, "expanded_data_double_fc_300": 98,
     "expanded_data_double_fc_1000": 98, "double_fc_dropout": 108,
+}
+# The same with the fused CUDA kernels (kernels_cuda): pooling, bias and
+# activation in one kernel and its backward in another, softmax, cost
+# and delta in one.  dbl_conv_relu: 55, of which the update is 20.
+FUSED_BUDGETS = {
+    "shallow": 26, "basic_conv": 39, "omit_FC": 23, "dbl_conv": 55,
+    "dbl_conv_relu": 55,
+    "expanded_data_100": 55, "expanded_data_300": 55, "expanded_data_1000": 55,
+    "expanded_data_double_fc_100": 68, "expanded_data_double_fc_300": 68,
+    "expanded_data_double_fc_1000": 68, "double_fc_dropout": 78,
 }
 MINI_BATCH_SIZES = (10, 64)
 
@@ -59,23 +70,27 @@ def step_counts(name, mini_batch_size):
 
 
 def test_every_experiment_has_a_budget():
-    assert set(BUDGETS) == set(EXPERIMENTS)
+    assert set(BUDGETS) == set(EXPERIMENTS) == set(FUSED_BUDGETS)
 
 
+@pytest.mark.parametrize("fused", [False, True], ids=["generic", "fused"])
 @pytest.mark.parametrize("mini_batch_size", MINI_BATCH_SIZES)
 @pytest.mark.parametrize("name", list(EXPERIMENTS))
 def test_a_step_stays_on_the_device_within_its_launch_budget(
-        double, name, mini_batch_size):
+        double, monkeypatch, name, mini_batch_size, fused):
+    monkeypatch.setattr(kernels, "FAST_CUDA", fused)
     counts = step_counts(name, mini_batch_size)
     totals = counts.totals()
-    print("\n{} at mini-batch {}: {}\n{}".format(
-        name, mini_batch_size, totals, counts.report("launches")))
+    budget = (FUSED_BUDGETS if fused else BUDGETS)[name]
+    print("\n{} at mini-batch {} ({}): {}\n{}".format(
+        name, mini_batch_size, "fused" if fused else "generic", totals,
+        counts.report("launches")))
     assert totals["syncs"] == 0, counts.report("syncs")
     assert totals["uploads"] == 0 and totals["downloads"] == 0, \
         counts.report("uploads") + counts.report("downloads")
-    assert totals["launches"] <= BUDGETS[name], (
+    assert totals["launches"] <= budget, (
         "{} launches a step, over the budget of {}; where they go:\n{}".format(
-            totals["launches"], BUDGETS[name], counts.report("launches")))
+            totals["launches"], budget, counts.report("launches")))
 
 
 def test_an_epoch_reads_the_device_at_most_ten_times(double):

@@ -1,0 +1,197 @@
+"""kernels_cuda.py
+~~~~~~~~~~~~~~~~~~
+
+Fused CUDA versions of functions in ``kernels.py``, for CuPy arrays.  At
+the book's mini-batch of 10 a training step is a few MFLOP, and its time
+on a GPU is the number of kernel launches: each kernel here does in one
+launch what the generic code does in several.  ``kernels.py`` calls them
+for CuPy arrays; its generic versions stay the reference the tests hold
+these to.
+
+- ``pool_bias_activation``: a ConvPoolLayer's max-pooling, bias and
+  activation in one pass over the pooled outputs, recording each
+  window's route (the entry of its first maximum, one byte).
+- ``pool_bias_activation_backward``: sigma'(z) times the gradient, sent
+  back through the routes, in one pass over the convolution's outputs.
+- ``softmax_cost_delta``: the softmax layer's output, each row's
+  log-likelihood and the error delta = (a - y)/m, one thread per row.
+
+The sources are CUDA C, compiled by CuPy (NVRTC) at first use, once per
+float type (``REAL`` is float or double).  No kernel uses shared memory
+or ``__syncthreads``: each thread computes its own outputs, which keeps
+them simple to read and lets the tests run the same source on the CPU,
+thread by thread (``tests/cuda_on_cpu.py``).  None of this has run on a
+GPU yet.
+"""
+
+import numpy
+
+from gpunn.backend import get_array_module
+
+SOURCE = r"""
+// Activation codes: 0 linear, 1 sigmoid, 2 tanh, 3 ReLU (ACTIVATION_CODES).
+__device__ REAL activate(REAL z, int kind) {
+    if (kind == 1) return (REAL)0.5 * ((REAL)1 + tanh((REAL)0.5 * z));
+    if (kind == 2) return tanh(z);
+    if (kind == 3) return z > (REAL)0 ? z : (REAL)0;
+    return z;
+}
+
+// sigma'(z), from a = sigma(z).
+__device__ REAL activate_prime(REAL a, int kind) {
+    if (kind == 1) return a * ((REAL)1 - a);
+    if (kind == 2) return (REAL)1 - a * a;
+    if (kind == 3) return a > (REAL)0 ? (REAL)1 : (REAL)0;
+    return (REAL)1;
+}
+
+// One thread per pooled output (n, p, q, f), channels-last: the maximum
+// of its (ph, pw) window of conv (N, OH, OW, F), the first in row-major
+// order on ties; z = max + b[f]; a = sigma(z); route = the window entry.
+extern "C" __global__ void pool_bias_activation(
+        const REAL* conv, const REAL* b, REAL* z, REAL* a,
+        unsigned char* route, int N, int OH, int OW, int F, int ph, int pw,
+        int PH, int PW, int kind) {
+    long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= (long long)N * PH * PW * F) return;
+    int f = (int)(i % F);
+    long long r = i / F;
+    int q = (int)(r % PW);
+    r /= PW;
+    int p = (int)(r % PH);
+    int n = (int)(r / PH);
+    const REAL* window = conv + (((long long)n * OH + p * ph) * OW + q * pw) * F + f;
+    REAL best = window[0];
+    int entry = 0;
+    for (int l = 0; l < ph; ++l) {
+        for (int m = 0; m < pw; ++m) {
+            REAL v = window[((long long)l * OW + m) * F];
+            if (v > best) { best = v; entry = l * pw + m; }
+        }
+    }
+    REAL zi = best + b[f];
+    z[i] = zi;
+    a[i] = activate(zi, kind);
+    route[i] = (unsigned char)entry;
+}
+
+// One thread per convolution output (n, y, x, f): the gradient
+// nabla_a * sigma'(z) of its window if it is the window's route, else 0
+// (also on the border that pooling ignores).
+extern "C" __global__ void pool_bias_activation_backward(
+        const REAL* nabla_a, const REAL* a, const unsigned char* route,
+        REAL* nabla_conv, int N, int OH, int OW, int F, int ph, int pw,
+        int PH, int PW, int kind) {
+    long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= (long long)N * OH * OW * F) return;
+    int f = (int)(i % F);
+    long long r = i / F;
+    int x = (int)(r % OW);
+    r /= OW;
+    int y = (int)(r % OH);
+    int n = (int)(r / OH);
+    int p = y / ph, q = x / pw;
+    REAL g = (REAL)0;
+    if (p < PH && q < PW) {
+        long long j = (((long long)n * PH + p) * PW + q) * F + f;
+        if (route[j] == (y - p * ph) * pw + (x - q * pw))
+            g = nabla_a[j] * activate_prime(a[j], kind);
+    }
+    nabla_conv[i] = g;
+}
+
+// One thread per row of z (m, n): a = softmax(z), shifted by the row's
+// maximum; cost[row] = ln(sum) - (z_y - max) = -ln a_y; delta = (a - y)/m.
+extern "C" __global__ void softmax_cost_delta(
+        const REAL* z, const int* y, REAL* a, REAL* cost, REAL* delta,
+        int m, int n) {
+    int row = blockIdx.x * blockDim.x + threadIdx.x;
+    if (row >= m) return;
+    const REAL* zr = z + (long long)row * n;
+    REAL top = zr[0];
+    for (int j = 1; j < n; ++j) top = zr[j] > top ? zr[j] : top;
+    REAL sum = (REAL)0;
+    for (int j = 0; j < n; ++j) sum += exp(zr[j] - top);
+    int label = y[row];
+    cost[row] = log(sum) - (zr[label] - top);
+    for (int j = 0; j < n; ++j) {
+        REAL aj = exp(zr[j] - top) / sum;
+        a[(long long)row * n + j] = aj;
+        delta[(long long)row * n + j] = (aj - (j == label ? (REAL)1 : (REAL)0)) / m;
+    }
+}
+"""
+
+KERNELS = ("pool_bias_activation", "pool_bias_activation_backward",
+           "softmax_cost_delta")
+ACTIVATION_CODES = {"linear": 0, "sigmoid": 1, "tanh": 2, "ReLU": 3}
+THREADS = 256  # per block
+
+_modules = {}
+
+
+def options(dtype):
+    """The compiler options of the source for ``dtype``."""
+    return ("-DREAL=" + ("double" if numpy.dtype(dtype) == numpy.float64
+                         else "float"),)
+
+
+def _kernel(xp, name, dtype):
+    key = (id(xp), numpy.dtype(dtype).name)
+    if key not in _modules:
+        _modules[key] = xp.RawModule(code=SOURCE, options=options(dtype))
+    return _modules[key].get_function(name)
+
+
+def _launch(xp, name, dtype, threads, args):
+    blocks = (threads + THREADS - 1) // THREADS
+    _kernel(xp, name, dtype)((max(blocks, 1),), (THREADS,), args)
+
+
+def pool_bias_activation(conv, b, poolsize, kind):
+    """``conv`` (N, OH, OW, F) channels-last, contiguous; ``b`` (F,).
+    Returns ``(z, a, route)``, each (N, PH, PW, F): max-pool, then the
+    bias, then activation number ``kind`` (ACTIVATION_CODES); route is
+    uint8, the row-major window entry of each maximum."""
+    xp = get_array_module(conv)
+    N, OH, OW, F = conv.shape
+    ph, pw = poolsize
+    PH, PW = OH // ph, OW // pw
+    z = xp.empty((N, PH, PW, F), dtype=conv.dtype)
+    a = xp.empty_like(z)
+    route = xp.empty(z.shape, dtype=numpy.uint8)
+    i32 = numpy.int32
+    _launch(xp, "pool_bias_activation", conv.dtype, z.size,
+            (conv, b, z, a, route, i32(N), i32(OH), i32(OW), i32(F), i32(ph),
+             i32(pw), i32(PH), i32(PW), i32(kind)))
+    return z, a, route
+
+
+def pool_bias_activation_backward(nabla_a, a, route, conv_shape, poolsize,
+                                  kind):
+    """Given ``nabla_a``, ``a`` and ``route`` (N, PH, PW, F), contiguous,
+    returns dC/d(conv) (``conv_shape``, (N, OH, OW, F)): nabla_a *
+    sigma'(z) at each window's route, zero elsewhere."""
+    xp = get_array_module(nabla_a)
+    N, OH, OW, F = conv_shape
+    ph, pw = poolsize
+    PH, PW = a.shape[1:3]
+    nabla_conv = xp.empty(conv_shape, dtype=nabla_a.dtype)
+    i32 = numpy.int32
+    _launch(xp, "pool_bias_activation_backward", nabla_a.dtype, nabla_conv.size,
+            (nabla_a, a, route, nabla_conv, i32(N), i32(OH), i32(OW), i32(F),
+             i32(ph), i32(pw), i32(PH), i32(PW), i32(kind)))
+    return nabla_conv
+
+
+def softmax_cost_delta(z, y):
+    """``z`` (m, n) contiguous, ``y`` (m,) int32 labels.  Returns ``(a,
+    cost, delta)``: softmax(z), the mean log-likelihood (0-d), and
+    dC/dz = (a - onehot(y))/m."""
+    xp = get_array_module(z)
+    m, n = z.shape
+    a, delta = xp.empty_like(z), xp.empty_like(z)
+    cost = xp.empty(m, dtype=z.dtype)
+    _launch(xp, "softmax_cost_delta", z.dtype, m,
+            (z, y, a, cost, delta, numpy.int32(m), numpy.int32(n)))
+    return a, cost.mean(), delta

@@ -1,0 +1,148 @@
+"""The CUDA kernels of gpunn/kernels_cuda.py, proven without a GPU:
+
+- NVRTC compiles their source for sm_80 and sm_90, in float and double
+  (the ``nvidia-cuda-nvrtc-cu12`` wheel: no GPU or driver needed);
+- on the CuPy test double their source runs on the CPU, thread by
+  thread (tests/cuda_on_cpu.py), and each kernel equals the generic
+  function it replaces in kernels.py, on small shapes with borders, on
+  the book's shapes, with ties, in float32 and float64;
+- training on the fused kernels equals training on the generic path,
+  step for step, for every chapter-6 model, dropout included.
+"""
+
+import numpy
+import pytest
+
+import gpunn
+from gpunn import backend, kernels, kernels_cuda
+from gpunn.activations import ACTIVATIONS
+from gpunn.experiments import EXPERIMENTS
+from tests import cupy_double
+
+TOLERANCE = {"float64": 1e-12, "float32": 1e-5}
+# (conv output (N, F, OH, OW), poolsize): borders, non-square windows,
+# the book's two conv layers at mini-batch 10
+POOL_CASES = [((2, 3, 6, 4), (2, 2)), ((2, 2, 7, 5), (2, 2)),
+              ((1, 3, 6, 9), (3, 2)), ((2, 1, 5, 7), (2, 3)),
+              ((1, 2, 3, 3), (1, 1)), ((10, 20, 24, 24), (2, 2)),
+              ((10, 40, 8, 8), (2, 2))]
+
+
+def nvrtc_or_skip():
+    try:
+        from cupy.cuda import nvrtc
+        nvrtc.getVersion()
+    except Exception as e:  # ImportError, or the library not found
+        pytest.skip("NVRTC is not available ({}: {}); pip install "
+                    "nvidia-cuda-nvrtc-cu12".format(type(e).__name__, e))
+    return nvrtc
+
+
+@pytest.mark.parametrize("arch", ["sm_80", "sm_90"])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_nvrtc_compiles_every_kernel(arch, dtype):
+    if cupy_double.real_cupy() is None:
+        pytest.skip("cupy is not installed")
+    nvrtc = nvrtc_or_skip()
+    program = nvrtc.createProgram(kernels_cuda.SOURCE, "gpunn_kernels.cu", [], [])
+    options = ["--gpu-architecture=" + arch, *kernels_cuda.options(dtype)]
+    try:
+        nvrtc.compileProgram(program, options)
+    except nvrtc.NVRTCError:
+        pytest.fail(nvrtc.getProgramLog(program))
+    assert nvrtc.getCUBIN(program)
+    for name in kernels_cuda.KERNELS:
+        assert 'extern "C" __global__ void {}('.format(name) in kernels_cuda.SOURCE
+
+
+@pytest.fixture(params=["float64", "float32"])
+def on_double(request, on_cupy_double):
+    gpunn.use("cupy", request.param, seed=0)
+    return request.param
+
+
+def both_paths(monkeypatch, f):
+    """``f()`` on the fused kernels and on the generic path, as host
+    arrays, and the launches the fused one made."""
+    with cupy_double.counting() as counts:
+        fast = [backend.to_numpy(r) for r in f()]
+    launches = counts.total("launches")
+    monkeypatch.setattr(kernels, "FAST_CUDA", False)
+    generic = [backend.to_numpy(r) for r in f()]
+    monkeypatch.setattr(kernels, "FAST_CUDA", True)
+    return fast, generic, launches
+
+
+def assert_close(got, want, tolerance):
+    """Equal to ``tolerance``, relative to each entry and to the largest
+    (sums taken in another order differ by rounding of that size)."""
+    numpy.testing.assert_allclose(got, want, rtol=tolerance, atol=tolerance *
+                                  max(1.0, float(numpy.abs(want).max())))
+
+
+def with_ties(rng, shape):
+    """Values on a coarse grid: many windows hold their maximum twice."""
+    return backend.asarray(rng.integers(-3, 4, size=shape) * 0.5)
+
+
+@pytest.mark.parametrize("conv_shape, poolsize", POOL_CASES, ids=str)
+@pytest.mark.parametrize("activation", list(ACTIVATIONS))
+def test_pool_bias_activation_and_its_backward_equal_the_generic_ones(
+        on_double, monkeypatch, conv_shape, poolsize, activation):
+    fn = ACTIVATIONS[activation]
+    rng = numpy.random.default_rng(7)
+    N, F, OH, OW = conv_shape
+    # Channels-last data seen as (N, F, OH, OW), as conv2d returns it.
+    conv = with_ties(rng, (N, OH, OW, F)).transpose(0, 3, 1, 2)
+    b = backend.asarray(rng.normal(size=F))
+    PH, PW = OH // poolsize[0], OW // poolsize[1]
+    nabla_a = backend.asarray(rng.normal(size=(N, F, PH, PW)))
+
+    def forward_backward():
+        z, a, route = kernels.pool_bias_activation(conv, b, poolsize, fn)
+        nabla_conv, nabla_b = kernels.pool_bias_activation_backward(
+            nabla_a, z, a, route, conv.shape, poolsize, fn)
+        return z, a, nabla_conv, nabla_b
+    fast, generic, launches = both_paths(monkeypatch, forward_backward)
+    for got, want in zip(fast, generic):
+        assert got.shape == want.shape
+        assert_close(got, want, TOLERANCE[on_double])
+    assert launches <= 5  # forward 1, backward 1, a copy, the bias sum
+
+
+@pytest.mark.parametrize("m, n", [(1, 10), (10, 10), (64, 10), (7, 3)])
+def test_softmax_cost_delta_equals_the_generic_one(on_double, monkeypatch,
+                                                   m, n):
+    rng = numpy.random.default_rng(m)
+    z_host = rng.normal(scale=5, size=(m, n))
+    z_host[0, 0] = 120  # the others underflow in a; ln a_y must not
+    z, y = backend.asarray(z_host), backend.asarray(rng.integers(0, n, m),
+                                                    dtype="int32")
+    fast, generic, launches = both_paths(
+        monkeypatch, lambda: kernels.softmax_cost_delta(z, y))
+    for got, want in zip(fast, generic):
+        assert_close(got, want, TOLERANCE[on_double])
+    assert numpy.isfinite(fast[1]) and launches == 2  # the kernel, the mean
+
+
+@pytest.mark.parametrize("name", list(EXPERIMENTS))
+def test_training_on_the_fused_kernels_equals_the_generic_path(
+        on_double, monkeypatch, name):
+    """Three SGD steps from the same network and dropout seed."""
+    experiment = EXPERIMENTS[name]
+    rng = numpy.random.default_rng(3)
+    x, y = rng.random((30, 784)), rng.integers(0, 10, 30)
+    weights = {}
+    for fast in (True, False):
+        monkeypatch.setattr(kernels, "FAST_CUDA", fast)
+        gpunn.use("cupy", on_double, seed=4)
+        net = experiment.network(10)
+        costs = [float(net.update_mini_batch(x[k:k + 10], y[k:k + 10],
+                                             experiment.eta, 1.0, 5))
+                 for k in (0, 10, 20)]
+        weights[fast] = costs, [backend.to_numpy(p) for p in net.params]
+    tolerance = 1e-10 if on_double == "float64" else 1e-4
+    numpy.testing.assert_allclose(weights[True][0], weights[False][0],
+                                  rtol=tolerance)
+    for got, want in zip(weights[True][1], weights[False][1]):
+        numpy.testing.assert_allclose(got, want, rtol=tolerance, atol=tolerance)
