@@ -16,9 +16,11 @@ The fast kernels, in one place:
 function here                     fast version
 ================================  ===============================
 col2im_matmul                     NumPy: kernels_cpu.col2im (numba)
+                                  CuPy: kernels_cuda.col2im (CUDA C)
 pool_bias_activation              CuPy: kernels_cuda (CUDA C)
 pool_bias_activation_backward     CuPy: kernels_cuda (CUDA C)
 softmax_cost_delta                CuPy: kernels_cuda (CUDA C)
+sgd_step                          CuPy: kernels_cuda (CUDA C)
 ================================  ===============================
 
 Shapes are network3's: images ``x`` are (N, C, H, W) (mini-batch, maps,
@@ -141,27 +143,30 @@ def conv2d_backward(dout, col, w, x_shape, need_dx=True):
 
 
 def col2im_matmul(dout2, w, x_shape):
-    """dC/dx = col2im(dout2 @ W), W the filter matrix, without forming
-    that (N*OH*OW, KH*KW*C) product.  ``dout2`` is dC/d(out) as an
-    (N*OH*OW, F) matrix, channels-last.  Three ways, one per kind of
-    machine, each tested against ``col2im``:
+    """dC/dx = col2im(dout2 @ W), W the filter matrix.  ``dout2`` is
+    dC/d(out) as an (N*OH*OW, F) matrix, channels-last.  Three ways,
+    each tested against ``col2im``:
 
-    - NumPy with numba: the product, then a compiled col2im.
-    - NumPy alone: one (N*OH*OW, F) @ (F, C) product and one add per
+    - NumPy with numba, or CuPy: the product, then a compiled col2im
+      (kernels_cpu, or kernels_cuda's gather: two launches).
+    - NumPy alone, without forming that (N*OH*OW, KH*KW*C) product:
+      one (N*OH*OW, F) @ (F, C) product and one add per
       filter position (l, m), straight into the image at offset (l, m):
       each add reads a contiguous block.
-    - CuPy: the full convolution of the zero-padded output gradient with
-      the flipped filters, one product (``_full_convolution``): five
-      kernel launches, where the adds above take a hundred for a 5x5
-      filter.
+    - CuPy without kernels_cuda: the full convolution of the zero-padded output
+      gradient with the flipped filters, one product
+      (``_full_convolution``): five kernel launches, where the adds above
+      take a hundred for a 5x5 filter.
     """
     xp = get_array_module(dout2)
     F, C, KH, KW = w.shape
     N, _, H, W = x_shape
     OH, OW = H - KH + 1, W - KW + 1
-    if _fast(dout2):  # compiled, col2im's strided adds cost little
+    fast = kernels_cpu if _fast(dout2) else kernels_cuda if _fast_cuda(dout2) \
+        else None
+    if fast is not None:  # compiled: col2im's strided adds cost little
         dcol = (dout2 @ _filter_matrix(w)).reshape(N, OH, OW, KH, KW, C)
-        return kernels_cpu.col2im(dcol, H, W).transpose(0, 3, 1, 2)
+        return fast.col2im(dcol, H, W).transpose(0, 3, 1, 2)
     if xp is not numpy:
         return _full_convolution(dout2.reshape(N, OH, OW, F), w)
     dx = xp.zeros((N, H, W, C), dtype=dout2.dtype)
@@ -342,3 +347,18 @@ def softmax_cost_delta(z, y):
     cost = (xp.log(normalizer) - shifted_z_y).mean()
     delta = (a - (xp.arange(n) == y.reshape(-1, 1))) / m
     return a, cost, delta
+
+
+def sgd_step(w, b, nabla_w, nabla_b, eta, decay):
+    """One layer's step of gradient descent, in place: w -> (1 - decay) w
+    - eta nabla_w, b -> b - eta nabla_b (network3's update; decay =
+    eta*lmbda/num_training_batches is the L2 term's).  The gradients are
+    scaled in place: the step makes no temporary arrays."""
+    if _fast_cuda(w):
+        return kernels_cuda.sgd_step(w, b, nabla_w, nabla_b, eta, decay)
+    if decay:
+        w *= 1 - decay
+    nabla_w *= eta
+    nabla_b *= eta
+    w -= nabla_w
+    b -= nabla_b

@@ -15,6 +15,10 @@ these to.
   back through the routes, in one pass over the convolution's outputs.
 - ``softmax_cost_delta``: the softmax layer's output, each row's
   log-likelihood and the error delta = (a - y)/m, one thread per row.
+- ``col2im``: the convolution's input gradient from the patch
+  gradients, as a gather: each image entry sums what it contributed to.
+- ``sgd_step``: a layer's update, L2 decay included, weights and biases
+  in one launch, reading the gradient in the layout it was computed in.
 
 The sources are CUDA C, compiled by CuPy (NVRTC) at first use, once per
 float type (``REAL`` is float or double).  No kernel uses shared memory
@@ -120,10 +124,58 @@ extern "C" __global__ void softmax_cost_delta(
         delta[(long long)row * n + j] = (aj - (j == label ? (REAL)1 : (REAL)0)) / m;
     }
 }
+
+// One thread per weight, then one per bias: w -> (1 - decay) w - eta
+// nabla_w and b -> b - eta nabla_b.  nabla_w is read in the layout it
+// was computed in: w's entry (f, c, k) at (f*K + k)*C + c (a conv
+// layer's filter gradient, channels-last); C = K = 1 reads it as w.
+extern "C" __global__ void sgd_step(
+        REAL* w, REAL* b, const REAL* nabla_w, const REAL* nabla_b,
+        long long w_size, int b_size, int C, int K, REAL eta, REAL decay) {
+    long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < w_size) {
+        long long k = i % K, r = i / K;
+        long long c = r % C, f = r / C;
+        w[i] = w[i] * ((REAL)1 - decay) - eta * nabla_w[(f * K + k) * C + c];
+    } else if (i < w_size + b_size) {
+        long long j = i - w_size;
+        b[j] = b[j] - eta * nabla_b[j];
+    }
+}
+
+// col2im as a gather, one thread per image entry (n, y, x, c),
+// channels-last: the sum of the patch gradients dcol (N, OH, OW, KH, KW,
+// C) that saw it, dcol[n, y-l, x-m, l, m, c]; no two threads write to
+// one place (no atomics).
+extern "C" __global__ void col2im(
+        const REAL* dcol, REAL* dx, int N, int H, int W, int C, int KH,
+        int KW) {
+    long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= (long long)N * H * W * C) return;
+    int c = (int)(i % C);
+    long long r = i / C;
+    int x = (int)(r % W);
+    r /= W;
+    int y = (int)(r % H);
+    int n = (int)(r / H);
+    int OH = H - KH + 1, OW = W - KW + 1;
+    REAL sum = (REAL)0;
+    for (int l = 0; l < KH; ++l) {
+        int oy = y - l;
+        if (oy < 0 || oy >= OH) continue;
+        for (int m = 0; m < KW; ++m) {
+            int ox = x - m;
+            if (ox < 0 || ox >= OW) continue;
+            sum += dcol[((((long long)n * OH + oy) * OW + ox) * KH * KW
+                         + l * KW + m) * C + c];
+        }
+    }
+    dx[i] = sum;
+}
 """
 
 KERNELS = ("pool_bias_activation", "pool_bias_activation_backward",
-           "softmax_cost_delta")
+           "softmax_cost_delta", "sgd_step", "col2im")
 ACTIVATION_CODES = {"linear": 0, "sigmoid": 1, "tanh": 2, "ReLU": 3}
 THREADS = 256  # per block
 
@@ -195,3 +247,35 @@ def softmax_cost_delta(z, y):
     _launch(xp, "softmax_cost_delta", z.dtype, m,
             (z, y, a, cost, delta, numpy.int32(m), numpy.int32(n)))
     return a, cost.mean(), delta
+
+
+def sgd_step(w, b, nabla_w, nabla_b, eta, decay):
+    """One layer's step of gradient descent, in place, in one launch:
+    w -> (1 - decay) w - eta nabla_w, b -> b - eta nabla_b.  ``w`` and
+    ``b`` contiguous; ``nabla_w`` contiguous, or a (F, C, KH, KW) view of
+    contiguous (F, KH, KW, C) data, as conv2d_backward returns it."""
+    xp = get_array_module(w)
+    C = K = 1
+    if not nabla_w.flags.c_contiguous:
+        if nabla_w.ndim == 4 and nabla_w.transpose(0, 2, 3, 1).flags.c_contiguous:
+            C, K = nabla_w.shape[1], nabla_w.shape[2] * nabla_w.shape[3]
+            nabla_w = nabla_w.transpose(0, 2, 3, 1)
+        else:
+            nabla_w = xp.ascontiguousarray(nabla_w)
+    real = w.dtype.type
+    _launch(xp, "sgd_step", w.dtype, w.size + b.size,
+            (w, b, nabla_w, xp.ascontiguousarray(nabla_b), numpy.int64(w.size),
+             numpy.int32(b.size), numpy.int32(C), numpy.int32(K), real(eta),
+             real(decay)))
+
+
+def col2im(dcol, H, W):
+    """``kernels.col2im`` of ``dcol`` (N, OH, OW, KH, KW, C), contiguous,
+    returned channels-last: an (N, H, W, C) array."""
+    xp = get_array_module(dcol)
+    N, _, _, KH, KW, C = dcol.shape
+    dx = xp.empty((N, H, W, C), dtype=dcol.dtype)
+    i32 = numpy.int32
+    _launch(xp, "col2im", dcol.dtype, dx.size,
+            (dcol, dx, i32(N), i32(H), i32(W), i32(C), i32(KH), i32(KW)))
+    return dx

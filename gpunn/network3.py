@@ -28,7 +28,7 @@ import time
 
 import numpy
 
-from gpunn import backend
+from gpunn import backend, kernels
 from gpunn.activations import ReLU, linear, sigmoid, tanh  # noqa: F401 (the book's names)
 from gpunn.backend import get_array_module
 from gpunn.errors import ConfigError, DivergenceError, number, positive_int
@@ -149,14 +149,10 @@ class Network:
             xp = get_array_module(x)
             for l, nw in enumerate(nabla_w):
                 gradient_norms[l] = gradient_norms[l] + xp.sqrt((nw * nw).sum())
-        decay = eta * lmbda / num_training_batches
+        decay = eta * lmbda / num_training_batches  # the L2 term's gradient
         for layer, nb, nw in zip(self.layers, nabla_b, nabla_w):
-            if decay:
-                layer.w *= 1 - decay  # the L2 term's gradient, lmbda*w/n_batches
-            nw *= eta  # in place: the step needs no temporary arrays
-            nb *= eta
-            layer.w -= nw
-            layer.b -= nb
+            # w -> (1 - decay) w - eta nabla_w, b -> b - eta nabla_b
+            kernels.sgd_step(layer.w, layer.b, nw, nb, eta, decay)
         return cost
 
     def l2_norm_squared(self):

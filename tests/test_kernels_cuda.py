@@ -125,6 +125,52 @@ def test_softmax_cost_delta_equals_the_generic_one(on_double, monkeypatch,
     assert numpy.isfinite(fast[1]) and launches == 2  # the kernel, the mean
 
 
+@pytest.mark.parametrize("x_shape, w_shape", [
+    ((2, 1, 6, 6), (3, 1, 3, 3)), ((2, 3, 7, 5), (4, 3, 3, 2)),
+    ((3, 2, 4, 3), (1, 2, 4, 3)), ((10, 20, 12, 12), (40, 20, 5, 5))], ids=str)
+def test_col2im_gather_equals_the_full_convolution(on_double, monkeypatch,
+                                                   x_shape, w_shape):
+    rng = numpy.random.default_rng(11)
+    N, C, H, W = x_shape
+    F, _, KH, KW = w_shape
+    dout2 = backend.asarray(rng.normal(size=(N * (H - KH + 1) * (W - KW + 1), F)))
+    w = backend.asarray(rng.normal(size=w_shape))
+    fast, generic, launches = both_paths(
+        monkeypatch, lambda: [kernels.col2im_matmul(dout2, w, x_shape)])
+    assert fast[0].shape == x_shape
+    assert_close(fast[0], generic[0], TOLERANCE[on_double])
+    assert launches <= 3  # the filter matrix, the product, the gather
+
+
+@pytest.mark.parametrize("layout", ["contiguous", "conv", "other"])
+@pytest.mark.parametrize("decay", [0.0, 1e-3])
+def test_sgd_step_equals_the_generic_one(on_double, monkeypatch, layout, decay):
+    """The gradient as conv2d_backward gives it (a (F, C, KH, KW) view of
+    channels-last data), contiguous, or in another layout (copied)."""
+    rng = numpy.random.default_rng(9)
+    w0, b0 = rng.normal(size=(4, 3, 5, 2)), rng.normal(size=4)
+    nabla_w = {"contiguous": rng.normal(size=(4, 3, 5, 2)),
+               "conv": rng.normal(size=(4, 5, 2, 3)).transpose(0, 3, 1, 2),
+               "other": rng.normal(size=(3, 4, 5, 2)).transpose(1, 0, 2, 3)}[layout]
+    nabla_b = rng.normal(size=4)
+
+    def step():
+        w, b = backend.asarray(w0), backend.asarray(b0)
+        nw = backend.asarray(numpy.ascontiguousarray(nabla_w))
+        if layout != "contiguous":  # the same strides on the device
+            order = (0, 2, 3, 1) if layout == "conv" else (1, 0, 2, 3)
+            nw = backend.asarray(numpy.ascontiguousarray(
+                nabla_w.transpose(order))).transpose(
+                    (0, 3, 1, 2) if layout == "conv" else (1, 0, 2, 3))
+        kernels.sgd_step(w, b, nw, backend.asarray(nabla_b), 0.1, decay)
+        return w, b
+    fast, generic, launches = both_paths(monkeypatch, step)
+    for got, want in zip(fast, generic):
+        assert_close(got, want, TOLERANCE[on_double])
+    numpy.testing.assert_allclose(
+        fast[0], (1 - decay) * w0 - 0.1 * nabla_w, rtol=TOLERANCE[on_double] * 10)
+
+
 @pytest.mark.parametrize("name", list(EXPERIMENTS))
 def test_training_on_the_fused_kernels_equals_the_generic_path(
         on_double, monkeypatch, name):

@@ -36,14 +36,21 @@ BUDGETS = {
     "expanded_data_double_fc_1000": 98, "double_fc_dropout": 108,
 }
 # The same with the fused CUDA kernels (kernels_cuda): pooling, bias and
-# activation in one kernel and its backward in another, softmax, cost
-# and delta in one.  dbl_conv_relu: 55, of which the update is 20.
+# activation in one kernel and its backward in another; softmax, cost
+# and delta in one; col2im as one gather; each layer's update in one.
+# dbl_conv_relu: 37 = conv forward 7 (im2col copies 2, products 2, the
+# filter matrix, the pooling kernels 2), conv backward 10 (a copy of the
+# FC layer's gradient, the pooling backward kernels 2, bias sums 2,
+# filter gradients 2, input gradient 3), the flattening copy 1, the FC
+# layer 8 (products 3, bias, ReLU, ReLU', delta, bias gradient), the
+# softmax layer 7 (product, bias, the kernel, the cost's mean; bias
+# gradient and 2 products), and the update 4 (one launch a layer).
 FUSED_BUDGETS = {
-    "shallow": 26, "basic_conv": 39, "omit_FC": 23, "dbl_conv": 55,
-    "dbl_conv_relu": 55,
-    "expanded_data_100": 55, "expanded_data_300": 55, "expanded_data_1000": 55,
-    "expanded_data_double_fc_100": 68, "expanded_data_double_fc_300": 68,
-    "expanded_data_double_fc_1000": 68, "double_fc_dropout": 78,
+    "shallow": 20, "basic_conv": 30, "omit_FC": 17, "dbl_conv": 41,
+    "dbl_conv_relu": 37,
+    "expanded_data_100": 37, "expanded_data_300": 37, "expanded_data_1000": 37,
+    "expanded_data_double_fc_100": 46, "expanded_data_double_fc_300": 46,
+    "expanded_data_double_fc_1000": 46, "double_fc_dropout": 61,
 }
 MINI_BATCH_SIZES = (10, 64)
 
