@@ -6,6 +6,7 @@ cannot run (the reason is shown with ``-ra``).  Every other test marked
 ``gpu`` runs twice too: on the double, and on real CuPy."""
 
 import os
+import shutil
 import sys
 import types
 
@@ -38,6 +39,9 @@ def install_cupy_double(monkeypatch, hook):
     if cupy_double.real_cupy() is None:
         pytest.skip("the CuPy double reads CuPy's names from the installed "
                     "cupy package: pip install cupy-cuda12x (no GPU needed)")
+    if shutil.which("g++") is None:
+        pytest.skip("the CuPy double runs gpunn's CUDA kernels on the CPU "
+                    "with g++, which is not installed")
     monkeypatch.setitem(sys.modules, "cupy", cupy_double.module())
     monkeypatch.setattr(backend, "_cupy", None)
     path = [hook, cupy_double.REPO] + \
