@@ -59,7 +59,7 @@ def _fast_cuda(x, activation_fn=None):
     """Does the CUDA kernel run for the array ``x`` (and activation)?"""
     return FAST_CUDA and not isinstance(x, numpy.ndarray) and (
         activation_fn is None or
-        activation_fn.__name__ in kernels_cuda.ACTIVATION_CODES)
+        activation_fn in kernels_cuda.ACTIVATION_CODES)
 
 
 def channels_last(x):
@@ -300,7 +300,7 @@ def pool_bias_activation(conv_out, b, poolsize, activation_fn):
     if _fast_cuda(conv_out, activation_fn):
         z, a, route = kernels_cuda.pool_bias_activation(
             channels_last(conv_out), b, poolsize,
-            kernels_cuda.ACTIVATION_CODES[activation_fn.__name__])
+            kernels_cuda.ACTIVATION_CODES[activation_fn])
         return z.transpose(0, 3, 1, 2), a.transpose(0, 3, 1, 2), route
     pooled_out = max_pool(conv_out, poolsize)
     z = pooled_out + b.reshape(1, -1, 1, 1)
@@ -318,7 +318,7 @@ def pool_bias_activation_backward(nabla_a, z, a, route, conv_shape, poolsize,
         N, F, OH, OW = conv_shape
         nabla_conv = kernels_cuda.pool_bias_activation_backward(
             channels_last(nabla_a), channels_last(a), route, (N, OH, OW, F),
-            poolsize, kernels_cuda.ACTIVATION_CODES[activation_fn.__name__])
+            poolsize, kernels_cuda.ACTIVATION_CODES[activation_fn])
         # Each delta lands in exactly one place: the sums are the same.
         return nabla_conv.transpose(0, 3, 1, 2), nabla_conv.sum(axis=(0, 1, 2))
     conv_out, pooled_out = route

@@ -30,6 +30,7 @@ GPU yet.
 
 import numpy
 
+from gpunn.activations import ReLU, linear, sigmoid, tanh
 from gpunn.backend import get_array_module
 
 SOURCE = r"""
@@ -176,7 +177,8 @@ extern "C" __global__ void col2im(
 
 KERNELS = ("pool_bias_activation", "pool_bias_activation_backward",
            "softmax_cost_delta", "sgd_step", "col2im")
-ACTIVATION_CODES = {"linear": 0, "sigmoid": 1, "tanh": 2, "ReLU": 3}
+# gpunn's activations (the objects, not their names) and their codes.
+ACTIVATION_CODES = {linear: 0, sigmoid: 1, tanh: 2, ReLU: 3}
 THREADS = 256  # per block
 
 _modules = {}
@@ -196,6 +198,9 @@ def _kernel(xp, name, dtype):
 
 
 def _launch(xp, name, dtype, threads, args):
+    for a in args:  # a kernel reads an array as one contiguous block
+        if getattr(a, "ndim", 0) and not a.flags.c_contiguous:
+            raise ValueError("{}: arrays must be C-contiguous".format(name))
     blocks = (threads + THREADS - 1) // THREADS
     _kernel(xp, name, dtype)((max(blocks, 1),), (THREADS,), args)
 
