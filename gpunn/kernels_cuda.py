@@ -50,6 +50,20 @@ __device__ REAL activate_prime(REAL a, int kind) {
     return (REAL)1;
 }
 
+// The coordinates (n, y, x, c) of entry i of a channels-last array of
+// shape (N, H, W, C).
+struct Entry { int n, y, x, c; };
+__device__ Entry entry_of(long long i, int H, int W, int C) {
+    Entry e;
+    e.c = (int)(i % C);
+    i /= C;
+    e.x = (int)(i % W);
+    i /= W;
+    e.y = (int)(i % H);
+    e.n = (int)(i / H);
+    return e;
+}
+
 // One thread per pooled output (n, p, q, f), channels-last: the maximum
 // of its (ph, pw) window of conv (N, OH, OW, F), the first in row-major
 // order on ties; z = max + b[f]; a = sigma(z); route = the window entry.
@@ -59,12 +73,8 @@ extern "C" __global__ void pool_bias_activation(
         int PH, int PW, int kind) {
     long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= (long long)N * PH * PW * F) return;
-    int f = (int)(i % F);
-    long long r = i / F;
-    int q = (int)(r % PW);
-    r /= PW;
-    int p = (int)(r % PH);
-    int n = (int)(r / PH);
+    Entry e = entry_of(i, PH, PW, F);
+    int n = e.n, p = e.y, q = e.x, f = e.c;
     const REAL* window = conv + (((long long)n * OH + p * ph) * OW + q * pw) * F + f;
     REAL best = window[0];
     int entry = 0;
@@ -89,12 +99,8 @@ extern "C" __global__ void pool_bias_activation_backward(
         int PH, int PW, int kind) {
     long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= (long long)N * OH * OW * F) return;
-    int f = (int)(i % F);
-    long long r = i / F;
-    int x = (int)(r % OW);
-    r /= OW;
-    int y = (int)(r % OH);
-    int n = (int)(r / OH);
+    Entry e = entry_of(i, OH, OW, F);
+    int n = e.n, y = e.y, x = e.x, f = e.c;
     int p = y / ph, q = x / pw;
     REAL g = (REAL)0;
     if (p < PH && q < PW) {
@@ -153,12 +159,8 @@ extern "C" __global__ void col2im(
         int KW) {
     long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= (long long)N * H * W * C) return;
-    int c = (int)(i % C);
-    long long r = i / C;
-    int x = (int)(r % W);
-    r /= W;
-    int y = (int)(r % H);
-    int n = (int)(r / H);
+    Entry e = entry_of(i, H, W, C);
+    int n = e.n, y = e.y, x = e.x, c = e.c;
     int OH = H - KH + 1, OW = W - KW + 1;
     REAL sum = (REAL)0;
     for (int l = 0; l < KH; ++l) {
