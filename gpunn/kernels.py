@@ -19,6 +19,8 @@ col2im_matmul                     NumPy: kernels_cpu.col2im (numba)
                                   CuPy: kernels_cuda.col2im (CUDA C)
 pool_bias_activation              CuPy: kernels_cuda (CUDA C)
 pool_bias_activation_backward     CuPy: kernels_cuda (CUDA C)
+bias_activation                   CuPy: kernels_cuda (CUDA C)
+delta_bias_gradient               CuPy: kernels_cuda (CUDA C)
 softmax_cost_delta                CuPy: kernels_cuda (CUDA C)
 sgd_step                          CuPy: kernels_cuda (CUDA C)
 ================================  ===============================
@@ -325,6 +327,30 @@ def pool_bias_activation_backward(nabla_a, z, a, route, conv_shape, poolsize,
     delta = nabla_a * activation_fn.prime(z, a)
     return (max_pool_backward(delta, conv_out, pooled_out, poolsize),
             delta.sum(axis=(0, 2, 3)))
+
+
+def bias_activation(z, b, activation_fn):
+    """A fully connected layer's weighted input and output from its
+    product ``z`` = inpt w (m, n) and biases ``b`` (n,): returns ``(z + b,
+    sigma(z + b))`` (the CUDA kernel adds b to z in place)."""
+    if _fast_cuda(z, activation_fn) and z.flags.c_contiguous:
+        return kernels_cuda.bias_activation(
+            z, b, kernels_cuda.ACTIVATION_CODES[activation_fn])
+    z = z + b
+    return z, activation_fn(z)
+
+
+def delta_bias_gradient(nabla_a, z, a, activation_fn):
+    """BP2 and BP3 of a fully connected layer: returns ``(delta,
+    nabla_b)``, delta = nabla_a * sigma'(z) (m, n) and nabla_b = delta
+    summed over the mini-batch (n,)."""
+    if _fast_cuda(nabla_a, activation_fn):
+        xp = get_array_module(nabla_a)
+        return kernels_cuda.delta_bias_gradient(
+            xp.ascontiguousarray(nabla_a), xp.ascontiguousarray(a),
+            kernels_cuda.ACTIVATION_CODES[activation_fn])
+    delta = nabla_a * activation_fn.prime(z, a)
+    return delta, delta.sum(axis=0)
 
 
 def softmax_cost_delta(z, y):

@@ -13,6 +13,9 @@ these to.
   window's route (the entry of its first maximum, one byte).
 - ``pool_bias_activation_backward``: sigma'(z) times the gradient, sent
   back through the routes, in one pass over the convolution's outputs.
+- ``bias_activation`` and ``delta_bias_gradient``: a fully connected
+  layer's bias and activation after its product, in one pass; and its
+  BP2 and BP3, delta and the bias gradient, in one.
 - ``softmax_cost_delta``: the softmax layer's output, each row's
   log-likelihood and the error delta = (a - y)/m, one thread per row.
 - ``col2im``: the convolution's input gradient from the patch
@@ -150,6 +153,35 @@ extern "C" __global__ void sgd_step(
     }
 }
 
+// One thread per entry (i, j) of a fully connected layer's product
+// z = inpt w (m, n): z += b[j], then a = sigma(z).
+extern "C" __global__ void bias_activation(
+        REAL* z, const REAL* b, REAL* a, int m, int n, int kind) {
+    long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= (long long)m * n) return;
+    REAL zi = z[i] + b[i % n];
+    z[i] = zi;
+    a[i] = activate(zi, kind);
+}
+
+// One thread per column j of a fully connected layer's (m, n) arrays:
+// delta = nabla_a * sigma'(z) (BP2) and nabla_b[j] = the column's sum
+// over the mini-batch (BP3).
+extern "C" __global__ void delta_bias_gradient(
+        const REAL* nabla_a, const REAL* a, REAL* delta, REAL* nabla_b,
+        int m, int n, int kind) {
+    int j = blockIdx.x * blockDim.x + threadIdx.x;
+    if (j >= n) return;
+    REAL sum = (REAL)0;
+    for (int i = 0; i < m; ++i) {
+        long long k = (long long)i * n + j;
+        REAL d = nabla_a[k] * activate_prime(a[k], kind);
+        delta[k] = d;
+        sum += d;
+    }
+    nabla_b[j] = sum;
+}
+
 // col2im as a gather, one thread per image entry (n, y, x, c),
 // channels-last: the sum of the patch gradients dcol (N, OH, OW, KH, KW,
 // C) that saw it, dcol[n, y-l, x-m, l, m, c]; no two threads write to
@@ -178,7 +210,8 @@ extern "C" __global__ void col2im(
 """
 
 KERNELS = ("pool_bias_activation", "pool_bias_activation_backward",
-           "softmax_cost_delta", "sgd_step", "col2im")
+           "bias_activation", "delta_bias_gradient", "softmax_cost_delta",
+           "sgd_step", "col2im")
 # gpunn's activations (the objects, not their names) and their codes.
 ACTIVATION_CODES = {linear: 0, sigmoid: 1, tanh: 2, ReLU: 3}
 THREADS = 256  # per block
@@ -286,3 +319,27 @@ def col2im(dcol, H, W):
     _launch(xp, "col2im", dcol.dtype, dx.size,
             (dcol, dx, i32(N), i32(H), i32(W), i32(C), i32(KH), i32(KW)))
     return dx
+
+
+def bias_activation(z, b, kind):
+    """``z`` (m, n) contiguous, the product inpt w, gets the biases ``b``
+    (n,) added in place; returns ``(z, a)``, a = activation ``kind``."""
+    xp = get_array_module(z)
+    a = xp.empty_like(z)
+    _launch(xp, "bias_activation", z.dtype, z.size,
+            (z, b, a, numpy.int32(z.shape[0]), numpy.int32(z.shape[1]),
+             numpy.int32(kind)))
+    return z, a
+
+
+def delta_bias_gradient(nabla_a, a, kind):
+    """``nabla_a``, ``a`` (m, n) contiguous: returns ``(delta, nabla_b)``,
+    delta = nabla_a * sigma'(z) and its column sums."""
+    xp = get_array_module(nabla_a)
+    m, n = nabla_a.shape
+    delta = xp.empty_like(nabla_a)
+    nabla_b = xp.empty(n, dtype=nabla_a.dtype)
+    _launch(xp, "delta_bias_gradient", nabla_a.dtype, n,
+            (nabla_a, a, delta, nabla_b, numpy.int32(m), numpy.int32(n),
+             numpy.int32(kind)))
+    return delta, nabla_b

@@ -147,27 +147,32 @@ class FullyConnectedLayer:
     def forward(self, inpt):
         """Training: the input goes through a dropout mask (when
         p_dropout > 0); keeps the input, z and a for ``backward``."""
-        self.z = self.weighted_input(inpt)
-        self.a = self.activation_fn(self.z)
+        # z = inpt w + b, a = sigma(z)
+        self.z, self.a = kernels.bias_activation(self.weighted_product(inpt),
+                                                 self.b, self.activation_fn)
         return self.a
 
-    def weighted_input(self, inpt):
-        """z = (inpt * mask) w + b in training (m, n_out), keeping the
-        masked input for BP4."""
+    def weighted_product(self, inpt):
+        """(inpt * mask) w in training (m, n_out), keeping the masked
+        input for BP4."""
         inpt = inpt.reshape(len(inpt), self.n_in)
         self.mask = dropout_mask(inpt, self.p_dropout)
         self.inpt = inpt if self.mask is None else inpt * self.mask
-        return self.inpt @ self.w + self.b
+        return self.inpt @ self.w
 
     def backward(self, nabla_a, need_input_grad=True):
         """``nabla_a``: dC/da, shape (m, n_out).  Returns ``(nabla_inpt,
         nabla_b, nabla_w)`` with shapes (m, n_in), (n_out,), (n_in, n_out)."""
-        delta = nabla_a * self.activation_fn.prime(self.z, self.a)  # BP1/BP2
-        return self.backward_delta(delta, need_input_grad)
+        # delta = nabla_a * sigma'(z) (BP1/BP2), nabla_b = its sum (BP3)
+        delta, nabla_b = kernels.delta_bias_gradient(
+            nabla_a, self.z, self.a, self.activation_fn)
+        return self.backward_delta(delta, need_input_grad, nabla_b)
 
-    def backward_delta(self, delta, need_input_grad=True):
-        """The rest of ``backward``, from the error delta = dC/dz (m, n_out)."""
-        nabla_b = delta.sum(axis=0)                            # BP3
+    def backward_delta(self, delta, need_input_grad=True, nabla_b=None):
+        """The rest of ``backward``, from the error delta = dC/dz (m, n_out)
+        (and nabla_b, when ``backward`` has it already)."""
+        if nabla_b is None:
+            nabla_b = delta.sum(axis=0)                        # BP3
         nabla_w = self.inpt.T @ delta                          # BP4
         if not need_input_grad:
             return None, nabla_b, nabla_w
@@ -200,7 +205,7 @@ class SoftmaxLayer(FullyConnectedLayer):
         as ``forward`` does; returns ``(cost, delta)``, the mean
         log-likelihood -mean ln a_y (a 0-d array, left on the device:
         reading it would synchronize) and delta = dC/dz = (a - y)/m."""
-        self.z = self.weighted_input(inpt)
+        self.z = self.weighted_product(inpt) + self.b
         self.a, cost, delta = kernels.softmax_cost_delta(self.z, y)
         return cost, delta
 

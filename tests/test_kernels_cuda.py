@@ -110,6 +110,26 @@ def test_pool_bias_activation_and_its_backward_equal_the_generic_ones(
     assert launches <= 5  # forward 1, backward 1, a copy, the bias sum
 
 
+@pytest.mark.parametrize("m, n", [(1, 1), (10, 100), (64, 1000), (7, 3)])
+@pytest.mark.parametrize("activation", list(ACTIVATIONS))
+def test_fully_connected_bias_activation_and_delta_equal_the_generic_ones(
+        on_double, monkeypatch, m, n, activation):
+    fn = ACTIVATIONS[activation]
+    rng = numpy.random.default_rng(m + n)
+    product_host, b = rng.normal(size=(m, n)), backend.asarray(rng.normal(size=n))
+    nabla_a = backend.asarray(rng.normal(size=(m, n)))
+
+    def forward_backward():
+        z, a = kernels.bias_activation(backend.asarray(product_host), b, fn)
+        delta, nabla_b = kernels.delta_bias_gradient(nabla_a, z, a, fn)
+        return z, a, delta, nabla_b
+    fast, generic, launches = both_paths(monkeypatch, forward_backward)
+    for got, want in zip(fast, generic):
+        assert got.shape == want.shape
+        assert_close(got, want, TOLERANCE[on_double])
+    assert launches == 2
+
+
 @pytest.mark.parametrize("m, n", [(1, 10), (10, 10), (64, 10), (7, 3)])
 def test_softmax_cost_delta_equals_the_generic_one(on_double, monkeypatch,
                                                    m, n):
