@@ -88,7 +88,8 @@ class Counts:
     def __init__(self):
         self.sites = {kind: collections.Counter() for kind in KINDS}
 
-    def add(self, kind, n=1, detail=None):
+    def add(self, kind, n=1, detail=None, nbytes=0):
+        _POOL._bytes += nbytes
         if n:
             site = _call_site()
             self.sites[kind][site if detail is None else
@@ -159,7 +160,7 @@ def _wrap(result, inputs=(), out=None):
         result = numpy.asarray(result)
     if not any(numpy.may_share_memory(result, i) for i in inputs
                if isinstance(i, numpy.ndarray)):
-        COUNTS.add("allocations")
+        COUNTS.add("allocations", nbytes=result.nbytes)
     return _new(result)
 
 
@@ -229,7 +230,7 @@ class ndarray:
                  order="C"):
         if memptr is None:
             self._a = numpy.empty(shape, dtype, order=order)
-            COUNTS.add("allocations")
+            COUNTS.add("allocations", nbytes=self._a.nbytes)
         else:
             self._a = numpy.lib.stride_tricks.as_strided(
                 memptr._a, shape, strides)
@@ -507,8 +508,9 @@ def asarray(a, dtype=None, order=None, *, copy=None, blocking=False):
     if not _host_data(a):
         raise TypeError("cupy.asarray: unsupported type {}".format(type(a)))
     COUNTS.add("uploads")
-    COUNTS.add("allocations")
-    return _new(numpy.array(a, dtype=dtype, order=order or "K"))
+    host = numpy.array(a, dtype=dtype, order=order or "K")
+    COUNTS.add("allocations", nbytes=host.nbytes)
+    return _new(host)
 
 
 def array(obj, dtype=None, copy=True, order="K", subok=False, ndmin=0,
@@ -607,6 +609,27 @@ class _RawKernelFunction:
         self._module.launch(self.name, grid, block, _unwrap(list(args)))
 
 
+class _MemoryPool:
+    """``cupy.get_default_memory_pool()``, as a pool that never reuses a
+    block: ``total_bytes`` counts what was allocated since the last
+    ``free_all_blocks`` (an upper bound of CuPy's)."""
+
+    def __init__(self):
+        self._bytes = 0
+
+    def used_bytes(self):
+        return self._bytes
+
+    def total_bytes(self):
+        return self._bytes
+
+    def free_all_blocks(self, stream=None):
+        self._bytes = 0
+
+
+_POOL = _MemoryPool()
+
+
 class _Stream:
     def synchronize(self):
         COUNTS.add("syncs")
@@ -699,6 +722,7 @@ def module():
         setattr(double, fn.__name__, fn)
     double.ndarray = ndarray
     double.RawModule = _RawModule
+    double.get_default_memory_pool = lambda: _POOL
     double.cuda = _cuda_namespace(real)
     indexing = sys.modules["cupy._indexing.indexing"]
     for name, fn in _from_cupy_source(indexing, _FROM_SOURCE, double).items():
