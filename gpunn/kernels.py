@@ -319,7 +319,7 @@ def pool_bias_activation_backward(nabla_a, z, a, route, conv_shape, poolsize,
     if _fast_cuda(nabla_a, activation_fn):
         N, F, OH, OW = conv_shape
         nabla_conv = kernels_cuda.pool_bias_activation_backward(
-            channels_last(nabla_a), channels_last(a), route, (N, OH, OW, F),
+            nabla_a, channels_last(a), route, (N, OH, OW, F),
             poolsize, kernels_cuda.ACTIVATION_CODES[activation_fn])
         # Each delta lands in exactly one place: the sums are the same.
         return nabla_conv.transpose(0, 3, 1, 2), nabla_conv.sum(axis=(0, 1, 2))
@@ -353,17 +353,22 @@ def delta_bias_gradient(nabla_a, z, a, activation_fn):
     return delta, delta.sum(axis=0)
 
 
-def softmax_cost_delta(z, y):
+def softmax_cost_delta(z, y, b=None):
     """The softmax layer's output, cost and error for its weighted input
-    ``z`` (m, n) and integer labels ``y`` (m,): returns ``(a, cost,
-    delta)``, a = softmax(z) (each row shifted by its maximum: no
-    overflow), cost = -mean ln a_y (0-d, left on the device), computed as
-    ln(sum) - shifted z_y (no underflow), and delta = dC/dz = (a -
-    onehot(y))/m, BP1 for the log-likelihood of a softmax layer."""
+    ``z`` (m, n) (or, with biases ``b`` (n,), its product inpt w, to
+    which b is added: in place on CuPy) and integer labels ``y`` (m,):
+    returns ``(z, a, cost, delta)``, a = softmax(z) (each row shifted by
+    its maximum: no overflow), cost = -mean ln a_y (0-d, left on the
+    device), computed as ln(sum) - shifted z_y (no underflow), and delta
+    = dC/dz = (a - onehot(y))/m, BP1 for the log-likelihood of a softmax
+    layer."""
     xp = get_array_module(z)
-    if _fast_cuda(z):
+    if _fast_cuda(z) and (b is None or z.flags.c_contiguous):
         return kernels_cuda.softmax_cost_delta(
-            xp.ascontiguousarray(z), y.astype(numpy.int32, copy=False))
+            xp.ascontiguousarray(z) if b is None else z,
+            y.astype(numpy.int32, copy=False), b)
+    if b is not None:
+        z = z + b
     m, n = z.shape
     shifted_z = z - z.max(axis=1, keepdims=True)
     e = xp.exp(shifted_z)
@@ -372,7 +377,7 @@ def softmax_cost_delta(z, y):
     shifted_z_y = xp.take_along_axis(shifted_z, y.reshape(-1, 1), axis=1)
     cost = (xp.log(normalizer) - shifted_z_y).mean()
     delta = (a - (xp.arange(n) == y.reshape(-1, 1))) / m
-    return a, cost, delta
+    return z, a, cost, delta
 
 
 def sgd_step(w, b, nabla_w, nabla_b, eta, decay):

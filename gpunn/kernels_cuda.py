@@ -95,11 +95,13 @@ extern "C" __global__ void pool_bias_activation(
 
 // One thread per convolution output (n, y, x, f): the gradient
 // nabla_a * sigma'(z) of its window if it is the window's route, else 0
-// (also on the border that pooling ignores).
+// (also on the border that pooling ignores).  nabla_a is channels-last
+// like a and route, or (N, F, PH, PW) if nabla_a_nchw (as a fully
+// connected layer above gives it: no copy).
 extern "C" __global__ void pool_bias_activation_backward(
         const REAL* nabla_a, const REAL* a, const unsigned char* route,
         REAL* nabla_conv, int N, int OH, int OW, int F, int ph, int pw,
-        int PH, int PW, int kind) {
+        int PH, int PW, int kind, int nabla_a_nchw) {
     long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= (long long)N * OH * OW * F) return;
     Entry e = entry_of(i, OH, OW, F);
@@ -108,20 +110,24 @@ extern "C" __global__ void pool_bias_activation_backward(
     REAL g = (REAL)0;
     if (p < PH && q < PW) {
         long long j = (((long long)n * PH + p) * PW + q) * F + f;
+        long long k = nabla_a_nchw ? (((long long)n * F + f) * PH + p) * PW + q : j;
         if (route[j] == (y - p * ph) * pw + (x - q * pw))
-            g = nabla_a[j] * activate_prime(a[j], kind);
+            g = nabla_a[k] * activate_prime(a[j], kind);
     }
     nabla_conv[i] = g;
 }
 
 // One thread per row of z (m, n): a = softmax(z), shifted by the row's
 // maximum; cost[row] = ln(sum) - (z_y - max) = -ln a_y; delta = (a - y)/m.
+// With has_bias, z holds the product inpt w and gets b added first.
 extern "C" __global__ void softmax_cost_delta(
-        const REAL* z, const int* y, REAL* a, REAL* cost, REAL* delta,
-        int m, int n) {
+        REAL* z, const REAL* b, const int* y, REAL* a, REAL* cost,
+        REAL* delta, int m, int n, int has_bias) {
     int row = blockIdx.x * blockDim.x + threadIdx.x;
     if (row >= m) return;
-    const REAL* zr = z + (long long)row * n;
+    REAL* zr = z + (long long)row * n;
+    if (has_bias)
+        for (int j = 0; j < n; ++j) zr[j] += b[j];
     REAL top = zr[0];
     for (int j = 1; j < n; ++j) top = zr[j] > top ? zr[j] : top;
     REAL sum = (REAL)0;
@@ -261,10 +267,14 @@ def pool_bias_activation(conv, b, poolsize, kind):
 
 def pool_bias_activation_backward(nabla_a, a, route, conv_shape, poolsize,
                                   kind):
-    """Given ``nabla_a``, ``a`` and ``route`` (N, PH, PW, F), contiguous,
-    returns dC/d(conv) (``conv_shape``, (N, OH, OW, F)): nabla_a *
-    sigma'(z) at each window's route, zero elsewhere."""
+    """Given ``a`` and ``route`` (N, PH, PW, F), contiguous, and
+    ``nabla_a`` (N, F, PH, PW), a contiguous array or a view of
+    channels-last data, returns dC/d(conv) (``conv_shape``, (N, OH, OW,
+    F)): nabla_a * sigma'(z) at each window's route, zero elsewhere."""
     xp = get_array_module(nabla_a)
+    nchw = bool(nabla_a.flags.c_contiguous)
+    if not nchw:  # channels-last: free if it is a view of such data
+        nabla_a = xp.ascontiguousarray(nabla_a.transpose(0, 2, 3, 1))
     N, OH, OW, F = conv_shape
     ph, pw = poolsize
     PH, PW = a.shape[1:3]
@@ -272,21 +282,23 @@ def pool_bias_activation_backward(nabla_a, a, route, conv_shape, poolsize,
     i32 = numpy.int32
     _launch(xp, "pool_bias_activation_backward", nabla_a.dtype, nabla_conv.size,
             (nabla_a, a, route, nabla_conv, i32(N), i32(OH), i32(OW), i32(F),
-             i32(ph), i32(pw), i32(PH), i32(PW), i32(kind)))
+             i32(ph), i32(pw), i32(PH), i32(PW), i32(kind), i32(nchw)))
     return nabla_conv
 
 
-def softmax_cost_delta(z, y):
-    """``z`` (m, n) contiguous, ``y`` (m,) int32 labels.  Returns ``(a,
-    cost, delta)``: softmax(z), the mean log-likelihood (0-d), and
-    dC/dz = (a - onehot(y))/m."""
+def softmax_cost_delta(z, y, b=None):
+    """``z`` (m, n) contiguous, ``y`` (m,) int32 labels; with ``b`` (n,),
+    z is the product inpt w and gets b added in place.  Returns ``(z, a,
+    cost, delta)``: the weighted input, softmax(z), the mean
+    log-likelihood (0-d), and dC/dz = (a - onehot(y))/m."""
     xp = get_array_module(z)
     m, n = z.shape
     a, delta = xp.empty_like(z), xp.empty_like(z)
     cost = xp.empty(m, dtype=z.dtype)
     _launch(xp, "softmax_cost_delta", z.dtype, m,
-            (z, y, a, cost, delta, numpy.int32(m), numpy.int32(n)))
-    return a, cost.mean(), delta
+            (z, z if b is None else b, y, a, cost, delta, numpy.int32(m),
+             numpy.int32(n), numpy.int32(b is not None)))
+    return z, a, cost.mean(), delta
 
 
 def sgd_step(w, b, nabla_w, nabla_b, eta, decay):

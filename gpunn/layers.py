@@ -205,13 +205,13 @@ class SoftmaxLayer(FullyConnectedLayer):
         as ``forward`` does; returns ``(cost, delta)``, the mean
         log-likelihood -mean ln a_y (a 0-d array, left on the device:
         reading it would synchronize) and delta = dC/dz = (a - y)/m."""
-        self.z = self.weighted_product(inpt) + self.b
-        self.a, cost, delta = kernels.softmax_cost_delta(self.z, y)
+        self.z, self.a, cost, delta = kernels.softmax_cost_delta(
+            self.weighted_product(inpt), y, self.b)  # z = inpt w + b
         return cost, delta
 
     def cost(self, y):
         """The log-likelihood cost -mean ln a_y of the last ``forward``."""
-        return kernels.softmax_cost_delta(self.z, y)[1]
+        return kernels.softmax_cost_delta(self.z, y)[2]
 
     def delta(self, y):
         """BP1 for softmax with the log-likelihood cost: dC/dz = (a - y)/m."""
