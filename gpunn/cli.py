@@ -517,9 +517,11 @@ def reproduce_command(args):
     os.makedirs(os.path.join(out, "logs"), exist_ok=True)
     _check_writable(out)
     backend_name = args.backend or os.environ.get("GPUNN_BACKEND") or "auto"
+    # Counted once (in a child process: this one holds no CUDA context).
+    gpus = backend.gpu_count() if backend_name != "numpy" else 0
     if backend_name == "auto":
-        backend_name = "cupy" if backend.gpu_count() else "numpy"
-    jobs = args.jobs or reproduce.default_jobs(backend_name)
+        backend_name = "cupy" if gpus else "numpy"
+    jobs = args.jobs or reproduce.default_jobs(gpus)
     planned = reproduce.plan(chapter_rows, args.runs, out)
     options = {"backend": backend_name, "dtype": args.dtype,
                "limit": args.limit, "eval_limit": args.eval_limit}
@@ -535,8 +537,7 @@ def reproduce_command(args):
                                  jobs, out), flush=True)
     started, start = reproduce.now(), time.perf_counter()
     trained = sum(not r.finished(args.epochs or r.row.epochs) for r in planned)
-    failed = reproduce.run_all(planned, jobs, args.epochs, options,
-                               backend_name, out)
+    failed = reproduce.run_all(planned, jobs, args.epochs, options, gpus, out)
     if any(r.metric == "vote" for r in chapter_rows):
         if reproduce.vote_of(planned, args.epochs, out) is None:
             print("the vote: fewer than {} double_fc_dropout runs finished"

@@ -35,7 +35,6 @@ import numbers
 
 from gpunn import backend, kernels
 from gpunn.activations import sigmoid, softmax, Activation
-from gpunn.backend import get_array_module
 from gpunn.costs import LogLikelihoodCost
 from gpunn.errors import ConfigError
 

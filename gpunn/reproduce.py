@@ -34,7 +34,6 @@ import time
 from dataclasses import dataclass
 
 import gpunn
-from gpunn import backend
 
 CHAPTERS = ("chapter1", "chapter3", "chapter6")
 
@@ -204,30 +203,28 @@ def plan(chapter_rows, runs, out):
     return planned
 
 
-def default_jobs(backend_name):
-    """How many runs go side by side: one per CPU core on NumPy (each
-    with one BLAS thread); on CuPy four per GPU, as a mini-batch of 10
-    leaves most of a GPU idle, and no more than the CPU cores that feed
-    them."""
+def default_jobs(gpus):
+    """How many runs go side by side: one per CPU core on NumPy (``gpus``
+    0; each run with one BLAS thread); on CuPy four per GPU, as a
+    mini-batch of 10 leaves most of a GPU idle, and no more than the CPU
+    cores that feed them."""
     cores = os.cpu_count() or 1
-    if backend_name == "numpy":
-        return cores
-    return max(1, min(cores, 4 * backend.gpu_count()))
+    return max(1, min(cores, 4 * gpus)) if gpus else cores
 
 
-def run_all(planned, jobs, epochs, options, backend_name, out,
+def run_all(planned, jobs, epochs, options, gpus, out,
             report=lambda line: print(line, flush=True)):
     """Run the unfinished runs of ``planned``, ``jobs`` at a time, as
-    ``gpunn train`` subprocesses; each one's output goes to its folder's
-    output.txt, and its compact log to out/logs as soon as it finishes.
-    Returns the runs that failed, with their exit codes."""
+    ``gpunn train`` subprocesses, taking turns on ``gpus`` GPUs (0 on
+    NumPy); each one's output goes to its folder's output.txt, and its
+    compact log to out/logs as soon as it finishes.  Returns the runs
+    that failed, with their exit codes."""
     todo = [r for r in planned if not r.finished(epochs or r.row.epochs)]
     for r in planned:
         if r not in todo:
             write_log(r, out)
             report("{} run {}: done already".format(r.row.key, r.index))
     threads = max(1, (os.cpu_count() or 1) // jobs)
-    gpus = backend.gpu_count() if backend_name == "cupy" else 0
     running, failed, slot = {}, [], 0
     while todo or running:
         while todo and len(running) < jobs:

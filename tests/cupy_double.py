@@ -44,6 +44,7 @@ fixtures do it, and ``hook_folder()`` makes a folder whose
 
 import collections
 import contextlib
+import functools
 import inspect
 import os
 import re
@@ -566,7 +567,7 @@ class _Generator:
         cupy_method = getattr(real_cupy().random.Generator, name, None)
         if name.startswith("_") or cupy_method is None:
             raise AttributeError("cupy.random.Generator has no {!r}".format(name))
-        check = _keywords_of(cupy_method, "Generator." + name)
+        check = _generator_check(name)
         np_method = getattr(self._rng, name)
 
         def draw(*args, **kwargs):
@@ -576,6 +577,13 @@ class _Generator:
             return _wrap(np_method(*_unwrap(args), **{
                 k: _unwrap(v) for k, v in kwargs.items()}), (), out)
         return draw
+
+
+@functools.lru_cache(maxsize=None)
+def _generator_check(name):
+    """The keyword check of ``cupy.random.Generator.<name>`` (made once)."""
+    return _keywords_of(getattr(real_cupy().random.Generator, name),
+                        "Generator." + name)
 
 
 class _RawModule:
@@ -706,7 +714,6 @@ def module():
                           "package: pip install cupy-cuda12x (no GPU needed)")
     _CUPY_DIR = os.path.dirname(real.__file__) + os.sep
     double = types.ModuleType("cupy", "A CuPy test double (tests/cupy_double.py)")
-    double._is_double = True
     double.__version__ = real.__version__
     double._core = real._core  # its pure-Python helpers, for CuPy's own source
     for name in dir(real):
