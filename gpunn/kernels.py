@@ -76,13 +76,14 @@ def im2col(x, kh, kw):
     OW = W-kw+1, with col[n, i, j, l, m, c] = x[n, c, i+l, j+m].
 
     ``col`` reshapes for free into the (N*OH*OW, kh*kw*C) matrix of the
-    convolution's matrix product.
+    convolution's matrix product.  ``x`` is read in whatever layout it
+    has (a copy of one kind or another costs a pass over memory).
     """
-    return _patches(channels_last(x), kh, kw)
+    return _patches(x.transpose(0, 2, 3, 1), kh, kw)
 
 
 def _patches(x, kh, kw):
-    """``im2col`` of a channels-last array ``x`` (N, H, W, C)."""
+    """``im2col`` of ``x`` (N, H, W, C), an array or a view."""
     xp = get_array_module(x)
     N, H, W, C = x.shape
     sN, sH, sW, sC = x.strides
@@ -130,18 +131,20 @@ def conv2d(x, w):
     return out.reshape(N, OH, OW, F).transpose(0, 3, 1, 2), col
 
 
-def conv2d_backward(dout, col, w, x_shape, need_dx=True):
+def conv2d_backward(dout, col, w, x_shape, dw, need_dx=True):
     """Backward pass of ``conv2d``.  ``dout`` (N, F, OH, OW) is dC/d(out),
-    ``col`` the im2col of the forward pass.  Returns ``(dw, dx)``: dC/dw
-    of shape (F, C, KH, KW) and dC/dx of shape ``x_shape``, or None for
-    dx when ``need_dx`` is false (the first layer needs none)."""
+    ``col`` the im2col of the forward pass.  Writes dC/dw into ``dw``, of
+    shape (F, C, KH, KW), a view of channels-last (F, KH, KW, C) data (a
+    ConvPoolLayer's nabla_w); returns dC/dx, of shape ``x_shape``, or
+    None when ``need_dx`` is false (the first layer needs none)."""
+    xp = get_array_module(dout)
     F, C, KH, KW = w.shape
     dout2 = channels_last(dout).reshape(-1, F)  # (N*OH*OW, F)
     col2 = col.reshape(dout2.shape[0], -1)  # (N*OH*OW, KH*KW*C)
-    dw = (dout2.T @ col2).reshape(F, KH, KW, C).transpose(0, 3, 1, 2)
+    xp.matmul(dout2.T, col2, out=_filter_matrix(dw, view=True))
     if not need_dx:
-        return dw, None
-    return dw, col2im_matmul(dout2, w, x_shape)
+        return None
+    return col2im_matmul(dout2, w, x_shape)
 
 
 def col2im_matmul(dout2, w, x_shape):
@@ -200,10 +203,15 @@ def _full_convolution(dout, w):
     return dx.reshape(N, H, W, C).transpose(0, 3, 1, 2)
 
 
-def _filter_matrix(w):
+def _filter_matrix(w, view=False):
     """The filters ``w`` (F, C, KH, KW) as the (F, KH*KW*C) matrix that
-    multiplies im2col's patches."""
-    return w.transpose(0, 2, 3, 1).reshape(w.shape[0], -1)
+    multiplies im2col's patches: free when w is a view of channels-last
+    data, as a ConvPoolLayer's is (a copy otherwise, or a ValueError
+    if ``view``)."""
+    channels_last_w = w.transpose(0, 2, 3, 1)
+    if view and not channels_last_w.flags.c_contiguous:
+        raise ValueError("the filters are not a view of channels-last data")
+    return channels_last_w.reshape(w.shape[0], -1)
 
 
 def max_pool(x, poolsize):
@@ -298,35 +306,39 @@ def pool_bias_activation(conv_out, b, poolsize, activation_fn):
     (N, F, PH, PW), and route, what ``pool_bias_activation_backward``
     needs to send gradients back through the pooling (the generic
     version keeps the input and the maxima; the CUDA kernel, each
-    window's argmax, one byte per pooled value)."""
+    window's argmax, one byte per pooled value).  The CUDA kernel's z
+    and a are (N, F, PH, PW) arrays, so that a fully connected layer
+    above reads them without a copy; the generic ones, views of
+    channels-last data."""
     if _fast_cuda(conv_out, activation_fn):
-        z, a, route = kernels_cuda.pool_bias_activation(
+        return kernels_cuda.pool_bias_activation(
             channels_last(conv_out), b, poolsize,
             kernels_cuda.ACTIVATION_CODES[activation_fn])
-        return z.transpose(0, 3, 1, 2), a.transpose(0, 3, 1, 2), route
     pooled_out = max_pool(conv_out, poolsize)
     z = pooled_out + b.reshape(1, -1, 1, 1)
     return z, activation_fn(z), (conv_out, pooled_out)
 
 
 def pool_bias_activation_backward(nabla_a, z, a, route, conv_shape, poolsize,
-                                  activation_fn):
+                                  activation_fn, nabla_b):
     """Backward pass of ``pool_bias_activation``: given nabla_a = dC/da
-    (N, F, PH, PW), returns ``(nabla_conv, nabla_b)``: the error delta =
-    nabla_a * sigma'(z) (BP2) sent back through the pooling to the
-    convolution's outputs, (N, F, OH, OW) = ``conv_shape``, and
-    nabla_b = the sum of delta over the mini-batch and the map (BP3)."""
+    (N, F, PH, PW), returns nabla_conv, the error delta = nabla_a *
+    sigma'(z) (BP2) sent back through the pooling to the convolution's
+    outputs, (N, F, OH, OW) = ``conv_shape``; writes the sum of delta
+    over the mini-batch and the map (BP3) into ``nabla_b`` (F,)."""
+    xp = get_array_module(nabla_a)
     if _fast_cuda(nabla_a, activation_fn):
         N, F, OH, OW = conv_shape
         nabla_conv = kernels_cuda.pool_bias_activation_backward(
-            nabla_a, channels_last(a), route, (N, OH, OW, F),
+            nabla_a, a, route, (N, OH, OW, F),
             poolsize, kernels_cuda.ACTIVATION_CODES[activation_fn])
         # Each delta lands in exactly one place: the sums are the same.
-        return nabla_conv.transpose(0, 3, 1, 2), nabla_conv.sum(axis=(0, 1, 2))
+        xp.sum(nabla_conv, axis=(0, 1, 2), out=nabla_b)
+        return nabla_conv.transpose(0, 3, 1, 2)
     conv_out, pooled_out = route
     delta = nabla_a * activation_fn.prime(z, a)
-    return (max_pool_backward(delta, conv_out, pooled_out, poolsize),
-            delta.sum(axis=(0, 2, 3)))
+    xp.sum(delta, axis=(0, 2, 3), out=nabla_b)
+    return max_pool_backward(delta, conv_out, pooled_out, poolsize)
 
 
 def bias_activation(z, b, activation_fn):
@@ -340,33 +352,35 @@ def bias_activation(z, b, activation_fn):
     return z, activation_fn(z)
 
 
-def delta_bias_gradient(nabla_a, z, a, activation_fn):
-    """BP2 and BP3 of a fully connected layer: returns ``(delta,
-    nabla_b)``, delta = nabla_a * sigma'(z) (m, n) and nabla_b = delta
-    summed over the mini-batch (n,)."""
+def delta_bias_gradient(nabla_a, z, a, activation_fn, nabla_b):
+    """BP2 and BP3 of a fully connected layer: returns delta = nabla_a *
+    sigma'(z) (m, n), and writes its sum over the mini-batch into
+    ``nabla_b`` (n,)."""
+    xp = get_array_module(nabla_a)
     if _fast_cuda(nabla_a, activation_fn):
-        xp = get_array_module(nabla_a)
         return kernels_cuda.delta_bias_gradient(
             xp.ascontiguousarray(nabla_a), xp.ascontiguousarray(a),
-            kernels_cuda.ACTIVATION_CODES[activation_fn])
+            kernels_cuda.ACTIVATION_CODES[activation_fn], nabla_b)
     delta = nabla_a * activation_fn.prime(z, a)
-    return delta, delta.sum(axis=0)
+    xp.sum(delta, axis=0, out=nabla_b)
+    return delta
 
 
-def softmax_cost_delta(z, y, b=None):
+def softmax_cost_delta(z, y, b=None, nabla_b=None, cost=None):
     """The softmax layer's output, cost and error for its weighted input
     ``z`` (m, n) (or, with biases ``b`` (n,), its product inpt w, to
     which b is added: in place on CuPy) and integer labels ``y`` (m,):
     returns ``(z, a, cost, delta)``, a = softmax(z) (each row shifted by
     its maximum: no overflow), cost = -mean ln a_y (0-d, left on the
-    device), computed as ln(sum) - shifted z_y (no underflow), and delta
-    = dC/dz = (a - onehot(y))/m, BP1 for the log-likelihood of a softmax
-    layer."""
+    device; written into ``cost`` if given), computed as ln(sum) -
+    shifted z_y (no underflow), and delta = dC/dz = (a - onehot(y))/m,
+    BP1 for the log-likelihood of a softmax layer.  With ``nabla_b``
+    (n,), also BP3: nabla_b gets delta's sum over the mini-batch."""
     xp = get_array_module(z)
     if _fast_cuda(z) and (b is None or z.flags.c_contiguous):
         return kernels_cuda.softmax_cost_delta(
             xp.ascontiguousarray(z) if b is None else z,
-            y.astype(numpy.int32, copy=False), b)
+            y.astype(numpy.int32, copy=False), b, nabla_b, cost)
     if b is not None:
         z = z + b
     m, n = z.shape
@@ -375,21 +389,24 @@ def softmax_cost_delta(z, y, b=None):
     normalizer = e.sum(axis=1, keepdims=True)
     a = e / normalizer
     shifted_z_y = xp.take_along_axis(shifted_z, y.reshape(-1, 1), axis=1)
-    cost = (xp.log(normalizer) - shifted_z_y).mean()
+    cost = xp.mean(xp.log(normalizer) - shifted_z_y, out=cost)
     delta = (a - (xp.arange(n) == y.reshape(-1, 1))) / m
+    if nabla_b is not None:
+        xp.sum(delta, axis=0, out=nabla_b)
     return z, a, cost, delta
 
 
-def sgd_step(w, b, nabla_w, nabla_b, eta, decay):
-    """One layer's step of gradient descent, in place: w -> (1 - decay) w
-    - eta nabla_w, b -> b - eta nabla_b (network3's update; decay =
+def sgd_step(params, nablas, n_weights, eta, decay):
+    """A step of gradient descent for every parameter of a network at
+    once, in place: ``params`` holds all the weights, then all the
+    biases (the first ``n_weights`` entries are weights), ``nablas``
+    their gradients in the same places.  w -> (1 - decay) w - eta
+    nabla_w, b -> b - eta nabla_b (network3's update; decay =
     eta*lmbda/num_training_batches is the L2 term's).  The gradients are
     scaled in place: the step makes no temporary arrays."""
-    if _fast_cuda(w):
-        return kernels_cuda.sgd_step(w, b, nabla_w, nabla_b, eta, decay)
+    if _fast_cuda(params):
+        return kernels_cuda.sgd_step(params, nablas, n_weights, eta, decay)
     if decay:
-        w *= 1 - decay
-    nabla_w *= eta
-    nabla_b *= eta
-    w -= nabla_w
-    b -= nabla_b
+        params[:n_weights] *= 1 - decay
+    nablas *= eta
+    params -= nablas

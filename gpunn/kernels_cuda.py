@@ -17,11 +17,13 @@ these to.
   layer's bias and activation after its product, in one pass; and its
   BP2 and BP3, delta and the bias gradient, in one.
 - ``softmax_cost_delta``: the softmax layer's output, each row's
-  log-likelihood and the error delta = (a - y)/m, one thread per row.
+  log-likelihood and the error delta = (a - y)/m, one thread per row;
+  then ``softmax_sums``: the mean cost and the bias gradient.
 - ``col2im``: the convolution's input gradient from the patch
   gradients, as a gather: each image entry sums what it contributed to.
-- ``sgd_step``: a layer's update, L2 decay included, weights and biases
-  in one launch, reading the gradient in the layout it was computed in.
+- ``sgd_step``: the update of every parameter of a network, L2 decay
+  included, in one launch: a network keeps all of them in one flat
+  array, and their gradients in another (``layers.Layer``).
 
 The sources are CUDA C, compiled by CuPy (NVRTC) at first use, once per
 float type (``REAL`` is float or double).  No kernel uses shared memory
@@ -67,16 +69,30 @@ __device__ Entry entry_of(long long i, int H, int W, int C) {
     return e;
 }
 
-// One thread per pooled output (n, p, q, f), channels-last: the maximum
-// of its (ph, pw) window of conv (N, OH, OW, F), the first in row-major
-// order on ties; z = max + b[f]; a = sigma(z); route = the window entry.
+// The coordinates (n, c, y, x) of entry i of an array of shape
+// (N, C, H, W), as an Entry.
+__device__ Entry entry_of_nchw(long long i, int C, int H, int W) {
+    Entry e;
+    e.x = (int)(i % W);
+    i /= W;
+    e.y = (int)(i % H);
+    i /= H;
+    e.c = (int)(i % C);
+    e.n = (int)(i / C);
+    return e;
+}
+
+// One thread per pooled output (n, f, p, q) of z, a and route, (N, F,
+// PH, PW): the maximum of its (ph, pw) window of conv (N, OH, OW, F),
+// channels-last, the first in row-major order on ties; z = max + b[f];
+// a = sigma(z); route = the window entry.
 extern "C" __global__ void pool_bias_activation(
         const REAL* conv, const REAL* b, REAL* z, REAL* a,
         unsigned char* route, int N, int OH, int OW, int F, int ph, int pw,
         int PH, int PW, int kind) {
     long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= (long long)N * PH * PW * F) return;
-    Entry e = entry_of(i, PH, PW, F);
+    Entry e = entry_of_nchw(i, F, PH, PW);
     int n = e.n, p = e.y, q = e.x, f = e.c;
     const REAL* window = conv + (((long long)n * OH + p * ph) * OW + q * pw) * F + f;
     REAL best = window[0];
@@ -93,11 +109,12 @@ extern "C" __global__ void pool_bias_activation(
     route[i] = (unsigned char)entry;
 }
 
-// One thread per convolution output (n, y, x, f): the gradient
-// nabla_a * sigma'(z) of its window if it is the window's route, else 0
-// (also on the border that pooling ignores).  nabla_a is channels-last
-// like a and route, or (N, F, PH, PW) if nabla_a_nchw (as a fully
-// connected layer above gives it: no copy).
+// One thread per convolution output (n, y, x, f) of nabla_conv (N, OH,
+// OW, F), channels-last: the gradient nabla_a * sigma'(z) of its window
+// if it is the window's route, else 0 (also on the border that pooling
+// ignores).  a and route are (N, F, PH, PW); nabla_a is too if
+// nabla_a_nchw (as a fully connected layer above gives it), else
+// channels-last (as a conv layer's input gradient is): no copy either way.
 extern "C" __global__ void pool_bias_activation_backward(
         const REAL* nabla_a, const REAL* a, const unsigned char* route,
         REAL* nabla_conv, int N, int OH, int OW, int F, int ph, int pw,
@@ -109,8 +126,8 @@ extern "C" __global__ void pool_bias_activation_backward(
     int p = y / ph, q = x / pw;
     REAL g = (REAL)0;
     if (p < PH && q < PW) {
-        long long j = (((long long)n * PH + p) * PW + q) * F + f;
-        long long k = nabla_a_nchw ? (((long long)n * F + f) * PH + p) * PW + q : j;
+        long long j = (((long long)n * F + f) * PH + p) * PW + q;
+        long long k = nabla_a_nchw ? j : (((long long)n * PH + p) * PW + q) * F + f;
         if (route[j] == (y - p * ph) * pw + (x - q * pw))
             g = nabla_a[k] * activate_prime(a[j], kind);
     }
@@ -118,10 +135,10 @@ extern "C" __global__ void pool_bias_activation_backward(
 }
 
 // One thread per row of z (m, n): a = softmax(z), shifted by the row's
-// maximum; cost[row] = ln(sum) - (z_y - max) = -ln a_y; delta = (a - y)/m.
-// With has_bias, z holds the product inpt w and gets b added first.
+// maximum; costs[row] = ln(sum) - (z_y - max) = -ln a_y; delta = (a -
+// y)/m.  With has_bias, z holds the product inpt w and gets b added first.
 extern "C" __global__ void softmax_cost_delta(
-        REAL* z, const REAL* b, const int* y, REAL* a, REAL* cost,
+        REAL* z, const REAL* b, const int* y, REAL* a, REAL* costs,
         REAL* delta, int m, int n, int has_bias) {
     int row = blockIdx.x * blockDim.x + threadIdx.x;
     if (row >= m) return;
@@ -133,7 +150,7 @@ extern "C" __global__ void softmax_cost_delta(
     REAL sum = (REAL)0;
     for (int j = 0; j < n; ++j) sum += exp(zr[j] - top);
     int label = y[row];
-    cost[row] = log(sum) - (zr[label] - top);
+    costs[row] = log(sum) - (zr[label] - top);
     for (int j = 0; j < n; ++j) {
         REAL aj = exp(zr[j] - top) / sum;
         a[(long long)row * n + j] = aj;
@@ -141,22 +158,31 @@ extern "C" __global__ void softmax_cost_delta(
     }
 }
 
-// One thread per weight, then one per bias: w -> (1 - decay) w - eta
-// nabla_w and b -> b - eta nabla_b.  nabla_w is read in the layout it
-// was computed in: w's entry (f, c, k) at (f*K + k)*C + c (a conv
-// layer's filter gradient, channels-last); C = K = 1 reads it as w.
+// The softmax layer's sums over the mini-batch, after softmax_cost_delta:
+// threads j < n, nabla_b[j] = the sum of delta's column j (BP3), if
+// has_nabla_b; thread n, cost = the mean of costs (m,).
+extern "C" __global__ void softmax_sums(
+        const REAL* delta, const REAL* costs, REAL* nabla_b, REAL* cost,
+        int m, int n, int has_nabla_b) {
+    int j = blockIdx.x * blockDim.x + threadIdx.x;
+    if (j > n || (j < n && !has_nabla_b)) return;
+    REAL sum = (REAL)0;
+    for (int i = 0; i < m; ++i)
+        sum += j < n ? delta[(long long)i * n + j] : costs[i];
+    if (j < n) nabla_b[j] = sum;
+    else *cost = sum / m;
+}
+
+// One thread per parameter of a network, all its weights first, then
+// all its biases: p -> p - eta nabla, and weights (i < n_weights)
+// decayed by (1 - decay) first.
 extern "C" __global__ void sgd_step(
-        REAL* w, REAL* b, const REAL* nabla_w, const REAL* nabla_b,
-        long long w_size, int b_size, int C, int K, REAL eta, REAL decay) {
+        REAL* params, REAL* nablas, long long size, long long n_weights,
+        REAL eta, REAL decay) {
     long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-    if (i < w_size) {
-        long long k = i % K, r = i / K;
-        long long c = r % C, f = r / C;
-        w[i] = w[i] * ((REAL)1 - decay) - eta * nabla_w[(f * K + k) * C + c];
-    } else if (i < w_size + b_size) {
-        long long j = i - w_size;
-        b[j] = b[j] - eta * nabla_b[j];
-    }
+    if (i >= size) return;
+    REAL p = i < n_weights ? params[i] * ((REAL)1 - decay) : params[i];
+    params[i] = p - eta * nablas[i];
 }
 
 // One thread per entry (i, j) of a fully connected layer's product
@@ -217,7 +243,7 @@ extern "C" __global__ void col2im(
 
 KERNELS = ("pool_bias_activation", "pool_bias_activation_backward",
            "bias_activation", "delta_bias_gradient", "softmax_cost_delta",
-           "sgd_step", "col2im")
+           "softmax_sums", "sgd_step", "col2im")
 # gpunn's activations (the objects, not their names) and their codes.
 ACTIVATION_CODES = {linear: 0, sigmoid: 1, tanh: 2, ReLU: 3}
 THREADS = 256  # per block
@@ -248,14 +274,14 @@ def _launch(xp, name, dtype, threads, args):
 
 def pool_bias_activation(conv, b, poolsize, kind):
     """``conv`` (N, OH, OW, F) channels-last, contiguous; ``b`` (F,).
-    Returns ``(z, a, route)``, each (N, PH, PW, F): max-pool, then the
+    Returns ``(z, a, route)``, each (N, F, PH, PW): max-pool, then the
     bias, then activation number ``kind`` (ACTIVATION_CODES); route is
     uint8, the row-major window entry of each maximum."""
     xp = get_array_module(conv)
     N, OH, OW, F = conv.shape
     ph, pw = poolsize
     PH, PW = OH // ph, OW // pw
-    z = xp.empty((N, PH, PW, F), dtype=conv.dtype)
+    z = xp.empty((N, F, PH, PW), dtype=conv.dtype)
     a = xp.empty_like(z)
     route = xp.empty(z.shape, dtype=numpy.uint8)
     i32 = numpy.int32
@@ -267,7 +293,7 @@ def pool_bias_activation(conv, b, poolsize, kind):
 
 def pool_bias_activation_backward(nabla_a, a, route, conv_shape, poolsize,
                                   kind):
-    """Given ``a`` and ``route`` (N, PH, PW, F), contiguous, and
+    """Given ``a`` and ``route`` (N, F, PH, PW), contiguous, and
     ``nabla_a`` (N, F, PH, PW), a contiguous array or a view of
     channels-last data, returns dC/d(conv) (``conv_shape``, (N, OH, OW,
     F)): nabla_a * sigma'(z) at each window's route, zero elsewhere."""
@@ -277,7 +303,7 @@ def pool_bias_activation_backward(nabla_a, a, route, conv_shape, poolsize,
         nabla_a = xp.ascontiguousarray(nabla_a.transpose(0, 2, 3, 1))
     N, OH, OW, F = conv_shape
     ph, pw = poolsize
-    PH, PW = a.shape[1:3]
+    PH, PW = a.shape[2:]
     nabla_conv = xp.empty(conv_shape, dtype=nabla_a.dtype)
     i32 = numpy.int32
     _launch(xp, "pool_bias_activation_backward", nabla_a.dtype, nabla_conv.size,
@@ -286,39 +312,37 @@ def pool_bias_activation_backward(nabla_a, a, route, conv_shape, poolsize,
     return nabla_conv
 
 
-def softmax_cost_delta(z, y, b=None):
+def softmax_cost_delta(z, y, b=None, nabla_b=None, cost=None):
     """``z`` (m, n) contiguous, ``y`` (m,) int32 labels; with ``b`` (n,),
     z is the product inpt w and gets b added in place.  Returns ``(z, a,
     cost, delta)``: the weighted input, softmax(z), the mean
-    log-likelihood (0-d), and dC/dz = (a - onehot(y))/m."""
+    log-likelihood (0-d; written into ``cost`` if given), and dC/dz = (a
+    - onehot(y))/m; with ``nabla_b`` (n,), writes delta's column sums
+    into it.  Two launches."""
     xp = get_array_module(z)
     m, n = z.shape
     a, delta = xp.empty_like(z), xp.empty_like(z)
-    cost = xp.empty(m, dtype=z.dtype)
+    costs = xp.empty(m, dtype=z.dtype)
+    if cost is None:
+        cost = xp.empty((), dtype=z.dtype)
+    i32 = numpy.int32
     _launch(xp, "softmax_cost_delta", z.dtype, m,
-            (z, z if b is None else b, y, a, cost, delta, numpy.int32(m),
-             numpy.int32(n), numpy.int32(b is not None)))
-    return z, a, cost.mean(), delta
+            (z, z if b is None else b, y, a, costs, delta, i32(m), i32(n),
+             i32(b is not None)))
+    _launch(xp, "softmax_sums", z.dtype, n + 1,
+            (delta, costs, delta if nabla_b is None else nabla_b, cost, i32(m),
+             i32(n), i32(nabla_b is not None)))
+    return z, a, cost, delta
 
 
-def sgd_step(w, b, nabla_w, nabla_b, eta, decay):
-    """One layer's step of gradient descent, in place, in one launch:
-    w -> (1 - decay) w - eta nabla_w, b -> b - eta nabla_b.  ``w`` and
-    ``b`` contiguous; ``nabla_w`` contiguous, or a (F, C, KH, KW) view of
-    contiguous (F, KH, KW, C) data, as conv2d_backward returns it."""
-    xp = get_array_module(w)
-    C = K = 1
-    if not nabla_w.flags.c_contiguous:
-        if nabla_w.ndim == 4 and nabla_w.transpose(0, 2, 3, 1).flags.c_contiguous:
-            C, K = nabla_w.shape[1], nabla_w.shape[2] * nabla_w.shape[3]
-            nabla_w = nabla_w.transpose(0, 2, 3, 1)
-        else:
-            nabla_w = xp.ascontiguousarray(nabla_w)
-    real = w.dtype.type
-    _launch(xp, "sgd_step", w.dtype, w.size + b.size,
-            (w, b, nabla_w, xp.ascontiguousarray(nabla_b), numpy.int64(w.size),
-             numpy.int32(b.size), numpy.int32(C), numpy.int32(K), real(eta),
-             real(decay)))
+def sgd_step(params, nablas, n_weights, eta, decay):
+    """``kernels.sgd_step`` for contiguous ``params`` and ``nablas``, in
+    one launch: every parameter of a network is updated in place."""
+    xp = get_array_module(params)
+    real = params.dtype.type
+    _launch(xp, "sgd_step", params.dtype, params.size,
+            (params, nablas, numpy.int64(params.size), numpy.int64(n_weights),
+             real(eta), real(decay)))
 
 
 def col2im(dcol, H, W):
@@ -344,14 +368,13 @@ def bias_activation(z, b, kind):
     return z, a
 
 
-def delta_bias_gradient(nabla_a, a, kind):
-    """``nabla_a``, ``a`` (m, n) contiguous: returns ``(delta, nabla_b)``,
-    delta = nabla_a * sigma'(z) and its column sums."""
+def delta_bias_gradient(nabla_a, a, kind, nabla_b):
+    """``nabla_a``, ``a`` (m, n) contiguous: returns delta = nabla_a *
+    sigma'(z), and writes its column sums into ``nabla_b`` (n,)."""
     xp = get_array_module(nabla_a)
     m, n = nabla_a.shape
     delta = xp.empty_like(nabla_a)
-    nabla_b = xp.empty(n, dtype=nabla_a.dtype)
     _launch(xp, "delta_bias_gradient", nabla_a.dtype, n,
             (nabla_a, a, delta, nabla_b, numpy.int32(m), numpy.int32(n),
              numpy.int32(kind)))
-    return delta, nabla_b
+    return delta

@@ -23,7 +23,9 @@ Each layer has:
 - ``forward(inpt)``: training output (dropout on); keeps what the
   backward pass needs.
 - ``backward(nabla_a, need_input_grad=True)``: given nabla_a = dC/da for
-  this layer's output ``a``, returns ``(nabla_inpt, nabla_b, nabla_w)``.
+  this layer's output ``a``, returns ``(nabla_inpt, nabla_b, nabla_w)``;
+  nabla_b and nabla_w are the layer's own gradient arrays (see
+  ``Layer``), overwritten by the next backward pass.
   The four equations of chapter 2: delta = nabla_a * sigma'(z) (BP1/BP2),
   nabla_b = delta (BP3, summed over the mini-batch), nabla_w = a_in delta
   (BP4), and nabla_inpt = delta w^T, the first half of BP2 for the layer
@@ -35,11 +37,100 @@ import numbers
 
 from gpunn import backend, kernels
 from gpunn.activations import sigmoid, softmax, Activation
+from gpunn.backend import get_array_module
 from gpunn.costs import LogLikelihoodCost
 from gpunn.errors import ConfigError
 
 
-class ConvPoolLayer:
+class Layer:
+    """What every layer has: weights ``w`` and biases ``b``, and the
+    arrays its backward pass writes their gradients into, ``nabla_w``
+    and ``nabla_b`` (shaped like w and b).
+
+    The four are views of storage arrays that a Network replaces by views
+    into two flat arrays, one for all of its weights and biases and one
+    for their gradients, so that a step of gradient descent is one pass
+    over each (one kernel on CuPy; ``Network.gather_parameters``).  So
+    ``layer.w = x`` copies x into the storage, rather than rebinding w.
+    """
+
+    # The storage's axes, as axes of w (None: w itself).  A conv layer
+    # keeps its filters channels-last, (F, KH, KW, C), as its patches are.
+    storage_axes = None
+
+    def set_parameters(self, w, b):
+        """Give the layer storage of its own, holding ``w`` and ``b``
+        (arrays of any backend, in w's and b's shapes) on the active
+        backend, and zero gradients beside them."""
+        w, b = backend.asarray(w), backend.asarray(b)
+        if self.storage_axes is not None:
+            w = w.transpose(self.storage_axes)
+        xp = get_array_module(w)
+        self.use_storage(*_allocate(w.shape, lambda: (
+            xp.ascontiguousarray(w), xp.ascontiguousarray(b),
+            xp.zeros(w.shape, w.dtype), xp.zeros(b.shape, b.dtype))),
+            copy=False)
+
+    def use_storage(self, w, b, nabla_w, nabla_b, copy=True):
+        """Keep w, b and their gradients in the given arrays (w's in the
+        storage layout), after copying the current values into them
+        (unless not ``copy``)."""
+        if copy:
+            w[...], b[...] = self._w, self._b
+            nabla_w[...], nabla_b[...] = self._nabla_w, self._nabla_b
+        self._w, self._b, self._nabla_w, self._nabla_b = w, b, nabla_w, nabla_b
+        # One view each, so that "layer.w -= x" finds w itself.
+        self._w_view, self._nabla_w_view = self._view(w), self._view(nabla_w)
+
+    def storage(self):
+        """The storage arrays of w, b, nabla_w and nabla_b."""
+        return self._w, self._b, self._nabla_w, self._nabla_b
+
+    def to_backend(self):
+        """Move the parameters to the active backend and dtype."""
+        self.set_parameters(self.w, self.b)
+
+    def _view(self, storage):
+        if self.storage_axes is None:
+            return storage
+        inverse = sorted(range(storage.ndim), key=self.storage_axes.__getitem__)
+        return storage.transpose(inverse)
+
+    @property
+    def w(self):
+        return self._w_view
+
+    @w.setter
+    def w(self, value):
+        self._assign(self.w, value, "w")
+
+    @property
+    def b(self):
+        return self._b
+
+    @b.setter
+    def b(self, value):
+        self._assign(self._b, value, "b")
+
+    @property
+    def nabla_w(self):
+        return self._nabla_w_view
+
+    @property
+    def nabla_b(self):
+        return self._nabla_b
+
+    def _assign(self, target, value, name):
+        if value is target:  # "layer.w -= x": done in place already
+            return
+        value = backend.asarray(value, dtype=target.dtype, like=target)
+        if value.shape != target.shape:
+            raise ConfigError("{!r}: {} must have shape {}, got {}".format(
+                self, name, target.shape, value.shape))
+        target[...] = value
+
+
+class ConvPoolLayer(Layer):
     """A convolutional layer followed by max-pooling, as in network3.
 
     ``filter_shape`` = (filters, input maps, filter height, filter width);
@@ -47,6 +138,8 @@ class ConvPoolLayer:
     width); ``poolsize`` = (y, x) pooling sizes.  The output has shape
     (m, filters, (height-fh+1)//py, (width-fw+1)//px).
     """
+
+    storage_axes = (0, 2, 3, 1)  # w's storage: (F, KH, KW, C)
 
     def __init__(self, filter_shape, image_shape, poolsize=(2, 2),
                  activation_fn=sigmoid):
@@ -71,8 +164,8 @@ class ConvPoolLayer:
         # network3's initialization: w ~ N(0, 1/n_out), b ~ N(0, 1), where
         # n_out is the number of outputs each input feeds after pooling.
         n_out = F * KH * KW / math.prod(self.poolsize)
-        self.w = _normal(math.sqrt(1.0 / n_out), self.filter_shape)
-        self.b = _normal(1.0, (F,))
+        self.set_parameters(_normal(math.sqrt(1.0 / n_out), self.filter_shape),
+                            _normal(1.0, (F,)))
         self.p_dropout = 0.0  # network3 applies no dropout to conv layers
 
     def feedforward(self, inpt):
@@ -100,12 +193,14 @@ class ConvPoolLayer:
         (m, C, H, W), or is None when ``need_input_grad`` is false."""
         # delta = nabla_a * sigma'(z) (BP2) and nabla_b = its sum (BP3);
         # through the pooling, each window's delta goes to its maximum.
-        nabla_conv, nabla_b = kernels.pool_bias_activation_backward(
+        nabla_conv = kernels.pool_bias_activation_backward(
             nabla_a.reshape(self.a.shape), self.z, self.a, self.route,
-            self.conv_out.shape, self.poolsize, self.activation_fn)
-        nabla_w, nabla_inpt = kernels.conv2d_backward(        # BP4
-            nabla_conv, self.col, self.w, self.x_shape, need_input_grad)
-        return nabla_inpt, nabla_b, nabla_w
+            self.conv_out.shape, self.poolsize, self.activation_fn,
+            nabla_b=self.nabla_b)
+        nabla_inpt = kernels.conv2d_backward(                 # BP4
+            nabla_conv, self.col, self.w, self.x_shape, self.nabla_w,
+            need_input_grad)
+        return nabla_inpt, self.nabla_b, self.nabla_w
 
     def __repr__(self):
         return "ConvPoolLayer(filter_shape={}, image_shape={}, poolsize={}, " \
@@ -113,7 +208,7 @@ class ConvPoolLayer:
                                        self.poolsize, self.activation_fn)
 
 
-class FullyConnectedLayer:
+class FullyConnectedLayer(Layer):
     """A fully connected layer of ``n_out`` neurons with ``n_in`` inputs.
 
     Dropout as in network3: in training, each input is kept with
@@ -127,7 +222,7 @@ class FullyConnectedLayer:
         self.activation_fn = _activation(activation_fn)
         self.p_dropout = _probability(p_dropout)
         self.output_shape = (self.n_out,)
-        self.w, self.b = self.initial_parameters()
+        self.set_parameters(*self.initial_parameters())
 
     def initial_parameters(self):
         """network3's initialization: w ~ N(0, 1/n_out), b ~ N(0, 1)."""
@@ -163,16 +258,18 @@ class FullyConnectedLayer:
         """``nabla_a``: dC/da, shape (m, n_out).  Returns ``(nabla_inpt,
         nabla_b, nabla_w)`` with shapes (m, n_in), (n_out,), (n_in, n_out)."""
         # delta = nabla_a * sigma'(z) (BP1/BP2), nabla_b = its sum (BP3)
-        delta, nabla_b = kernels.delta_bias_gradient(
-            nabla_a, self.z, self.a, self.activation_fn)
-        return self.backward_delta(delta, need_input_grad, nabla_b)
+        delta = kernels.delta_bias_gradient(
+            nabla_a, self.z, self.a, self.activation_fn, nabla_b=self.nabla_b)
+        return self.backward_delta(delta, need_input_grad, have_nabla_b=True)
 
-    def backward_delta(self, delta, need_input_grad=True, nabla_b=None):
+    def backward_delta(self, delta, need_input_grad=True, have_nabla_b=False):
         """The rest of ``backward``, from the error delta = dC/dz (m, n_out)
-        (and nabla_b, when ``backward`` has it already)."""
-        if nabla_b is None:
-            nabla_b = delta.sum(axis=0)                        # BP3
-        nabla_w = self.inpt.T @ delta                          # BP4
+        (``have_nabla_b``: nabla_b holds its sum already)."""
+        xp = get_array_module(delta)
+        nabla_b, nabla_w = self.nabla_b, self.nabla_w
+        if not have_nabla_b:
+            delta.sum(axis=0, out=nabla_b)                     # BP3
+        xp.matmul(self.inpt.T, delta, out=nabla_w)             # BP4
         if not need_input_grad:
             return None, nabla_b, nabla_w
         nabla_inpt = delta @ self.w.T                          # (w^T delta) of BP2
@@ -198,14 +295,17 @@ class SoftmaxLayer(FullyConnectedLayer):
         """network3 starts the softmax layer at zero."""
         return _zeros((self.n_in, self.n_out)), _zeros((self.n_out,))
 
-    def forward_cost_delta(self, inpt, y):
-        """Training's forward pass with the cost and BP1 for the integer
-        labels ``y`` (m,), in one go (one kernel on CuPy): keeps z and a
-        as ``forward`` does; returns ``(cost, delta)``, the mean
+    def forward_cost_delta(self, inpt, y, cost=None):
+        """Training's forward pass with the cost, BP1 and BP3 for the
+        integer labels ``y`` (m,), in one go (two kernels on CuPy): keeps
+        z and a as ``forward`` does; returns ``(cost, delta)``, the mean
         log-likelihood -mean ln a_y (a 0-d array, left on the device:
-        reading it would synchronize) and delta = dC/dz = (a - y)/m."""
+        reading it would synchronize; written into ``cost`` if given) and
+        delta = dC/dz = (a - y)/m; nabla_b gets delta's sum over the
+        mini-batch (so ``backward_delta(delta, have_nabla_b=True)``)."""
         self.z, self.a, cost, delta = kernels.softmax_cost_delta(
-            self.weighted_product(inpt), y, self.b)  # z = inpt w + b
+            self.weighted_product(inpt), y, self.b,  # z = inpt w + b
+            nabla_b=self.nabla_b, cost=cost)
         return cost, delta
 
     def cost(self, y):

@@ -183,7 +183,9 @@ class Network:
         examples in the columns of ``x`` (n_in, m) and ``y`` (n_out, m) (for
         one example, the book's gradient of C_x)."""
         nabla_b, nabla_w = self._backprop(self._inputs(x).T, self._inputs(y).T)
-        return [nb.reshape(-1, 1) for nb in nabla_b], [nw.T for nw in nabla_w]
+        # Copies: the layers' gradient arrays change with the next pass.
+        return ([nb.reshape(-1, 1).copy() for nb in nabla_b],
+                [nw.T.copy() for nw in nabla_w])
 
     def _backprop(self, x, y):
         """``backprop`` for examples in rows, in the layers' shapes."""
@@ -235,7 +237,7 @@ class Network:
     def to_backend(self):
         """Move the parameters to the active backend and dtype; returns self."""
         for layer in self.layers:
-            layer.w, layer.b = backend.asarray(layer.w), backend.asarray(layer.b)
+            layer.to_backend()
         return self
 
     # Data in the book's list-of-columns form is stacked into matrices with

@@ -74,6 +74,30 @@ class Network:
                         "{} ({!r}) gives {} (shape {})".format(
                             j, layer, layer.n_in, j - 1, prev, n_prev,
                             prev.output_shape))
+        self.gather_parameters()
+
+    def gather_parameters(self):
+        """Keep every layer's w and b in one flat array, ``flat_params``
+        (all the weights, then all the biases: the first ``n_weights``
+        entries are weights), and their gradients in the same places of
+        another, ``flat_nablas``; each layer's w, b, nabla_w and nabla_b
+        become views of them.  A step of gradient descent is then one
+        pass over the two arrays (one kernel on CuPy)."""
+        xp = get_array_module(self.layers[0].w)
+        storages = [layer.storage() for layer in self.layers]
+        self.n_weights = sum(w.size for w, _, _, _ in storages)
+        size = self.n_weights + sum(b.size for _, b, _, _ in storages)
+        dtype = self.layers[0].w.dtype
+        self.flat_params = xp.empty(size, dtype=dtype)
+        self.flat_nablas = xp.zeros(size, dtype=dtype)
+        w_start, b_start = 0, self.n_weights
+        for layer, (w, b, _, _) in zip(self.layers, storages):
+            w_range = slice(w_start, w_start + w.size)
+            b_range = slice(b_start, b_start + b.size)
+            layer.use_storage(*(flat[r].reshape(shape) for flat in (
+                self.flat_params, self.flat_nablas) for r, shape in (
+                    (w_range, w.shape), (b_range, b.shape))))
+            w_start, b_start = w_range.stop, b_range.stop
 
     @property
     def params(self):
@@ -111,21 +135,23 @@ class Network:
         of the mini-batch ``x`` (m, n_in), ``y`` (m,) (L2 term not
         included; dropout, if any, on)."""
         nabla_b, nabla_w, _ = self._backprop(self._inputs(x), self._labels(y))
-        return nabla_b, nabla_w
+        # Copies: the layers' gradient arrays change with the next pass.
+        return [nb.copy() for nb in nabla_b], [nw.copy() for nw in nabla_w]
 
-    def _backprop(self, x, y):
-        """``backprop`` on arrays already on the network's backend; also
-        returns the mini-batch's cost (a 0-d device array)."""
+    def _backprop(self, x, y, cost=None):
+        """``backprop`` on arrays already on the network's backend, into
+        the layers' own gradient arrays; also returns the mini-batch's
+        cost (a 0-d device array, ``cost`` if given)."""
         a = x
         for layer in self.layers[:-1]:
             a = layer.forward(a)
         output_layer = self.layers[-1]
-        # The softmax layer's forward pass, the cost and BP1 in one go.
-        cost, delta = output_layer.forward_cost_delta(a, y)
+        # The softmax layer's forward pass, the cost, BP1 and BP3 in one go.
+        cost, delta = output_layer.forward_cost_delta(a, y, cost)
         nabla_b, nabla_w = [None] * len(self.layers), [None] * len(self.layers)
         # BP1's delta at the softmax layer, then BP2 backwards through the rest.
         nabla_a, nabla_b[-1], nabla_w[-1] = output_layer.backward_delta(
-            delta, need_input_grad=len(self.layers) > 1)
+            delta, need_input_grad=len(self.layers) > 1, have_nabla_b=True)
         for l in range(len(self.layers) - 2, -1, -1):
             nabla_a, nabla_b[l], nabla_w[l] = self.layers[l].backward(
                 nabla_a, need_input_grad=l > 0)
@@ -140,19 +166,22 @@ class Network:
                             num_training_batches)
 
     def _update(self, x, y, eta, lmbda, num_training_batches,
-                gradient_norms=None):
-        """``update_mini_batch`` on arrays already on the network's backend.
+                gradient_norms=None, cost=None):
+        """``update_mini_batch`` on arrays already on the network's backend;
+        the cost is written into the 0-d array ``cost`` if given.
         If ``gradient_norms`` is a list, the norm of each layer's nabla_w
         is added to its entries (device scalars: no synchronization)."""
-        nabla_b, nabla_w, cost = self._backprop(x, y)
+        _, nabla_w, cost = self._backprop(x, y, cost)
         if gradient_norms is not None:
             xp = get_array_module(x)
             for l, nw in enumerate(nabla_w):
                 gradient_norms[l] = gradient_norms[l] + xp.sqrt((nw * nw).sum())
         decay = eta * lmbda / num_training_batches  # the L2 term's gradient
-        for layer, nb, nw in zip(self.layers, nabla_b, nabla_w):
-            # w -> (1 - decay) w - eta nabla_w, b -> b - eta nabla_b
-            kernels.sgd_step(layer.w, layer.b, nw, nb, eta, decay)
+        # w -> (1 - decay) w - eta nabla_w, b -> b - eta nabla_b, for every
+        # layer at once: the layers' parameters and gradients are views
+        # of these two arrays.
+        kernels.sgd_step(self.flat_params, self.flat_nablas, self.n_weights,
+                         eta, decay)
         return cost
 
     def l2_norm_squared(self):
@@ -244,9 +273,9 @@ class Network:
                     log("Training mini-batch number {0}".format(iteration))
                 batch = slice(minibatch_index * mini_batch_size,
                               (minibatch_index + 1) * mini_batch_size)
-                costs[minibatch_index] = self._update(
-                    training_x[batch], training_y[batch], eta, lmbda,
-                    num_training_batches, norms)
+                cost = costs[minibatch_index:minibatch_index + 1].reshape(())
+                self._update(training_x[batch], training_y[batch], eta, lmbda,
+                             num_training_batches, norms, cost)
                 if bar is not None:
                     bar.update(mini_batch_size)
             if bar is not None:
@@ -332,8 +361,8 @@ class Network:
         """Move every layer's parameters to the active backend and dtype
         (after ``gpunn.use(...)``); returns the network."""
         for layer in self.layers:
-            layer.w = backend.asarray(layer.w)
-            layer.b = backend.asarray(layer.b)
+            layer.to_backend()
+        self.gather_parameters()
         return self
 
     # Inputs may come from anywhere (a list, the host, another backend):

@@ -105,10 +105,12 @@ def test_pool_bias_activation_and_its_backward_equal_the_generic_ones(
         nabla_a = backend.asarray(rng.normal(size=(N, PH, PW, F))).transpose(
             0, 3, 1, 2)
 
+    nabla_b = backend.xp.full(F, numpy.nan, dtype=on_double)
+
     def forward_backward():
         z, a, route = kernels.pool_bias_activation(conv, b, poolsize, fn)
-        nabla_conv, nabla_b = kernels.pool_bias_activation_backward(
-            nabla_a, z, a, route, conv.shape, poolsize, fn)
+        nabla_conv = kernels.pool_bias_activation_backward(
+            nabla_a, z, a, route, conv.shape, poolsize, fn, nabla_b)
         return z, a, nabla_conv, nabla_b
     fast, generic, launches = both_paths(monkeypatch, forward_backward)
     for got, want in zip(fast, generic):
@@ -126,9 +128,11 @@ def test_fully_connected_bias_activation_and_delta_equal_the_generic_ones(
     product_host, b = rng.normal(size=(m, n)), backend.asarray(rng.normal(size=n))
     nabla_a = backend.asarray(rng.normal(size=(m, n)))
 
+    nabla_b = backend.xp.full(n, numpy.nan, dtype=on_double)
+
     def forward_backward():
         z, a = kernels.bias_activation(backend.asarray(product_host), b, fn)
-        delta, nabla_b = kernels.delta_bias_gradient(nabla_a, z, a, fn)
+        delta = kernels.delta_bias_gradient(nabla_a, z, a, fn, nabla_b)
         return z, a, delta, nabla_b
     fast, generic, launches = both_paths(monkeypatch, forward_backward)
     for got, want in zip(fast, generic):
@@ -139,19 +143,34 @@ def test_fully_connected_bias_activation_and_delta_equal_the_generic_ones(
 
 @pytest.mark.parametrize("m, n", [(1, 10), (10, 10), (64, 10), (7, 3)])
 @pytest.mark.parametrize("with_bias", [False, True])
+@pytest.mark.parametrize("outputs", ["returned", "written"])
 def test_softmax_cost_delta_equals_the_generic_one(on_double, monkeypatch,
-                                                   m, n, with_bias):
+                                                   m, n, with_bias, outputs):
+    """The cost returned, or written into a given 0-d array (a slot of
+    the epoch's costs) with the bias gradient into a given array."""
     rng = numpy.random.default_rng(m)
     z_host = rng.normal(scale=5, size=(m, n))
     z_host[0, 0] = 120  # the others underflow in a; ln a_y must not
     y = backend.asarray(rng.integers(0, n, m), dtype="int32")
     b = backend.asarray(rng.normal(size=n)) if with_bias else None
-    fast, generic, launches = both_paths(
-        monkeypatch,
-        lambda: kernels.softmax_cost_delta(backend.asarray(z_host), y, b))
+
+    costs = backend.xp.full(3, numpy.nan, dtype=on_double)
+    nabla_b = backend.xp.full(n, numpy.nan, dtype=on_double)
+
+    def softmax():
+        if outputs == "returned":
+            return kernels.softmax_cost_delta(backend.asarray(z_host), y, b)
+        z, a, cost, delta = kernels.softmax_cost_delta(
+            backend.asarray(z_host), y, b, nabla_b, costs[1:2].reshape(()))
+        return z, a, cost, delta, nabla_b, costs[1]
+    fast, generic, launches = both_paths(monkeypatch, softmax)
     for got, want in zip(fast, generic):
         assert_close(got, want, TOLERANCE[on_double])
-    assert numpy.isfinite(fast[2]) and launches == 2  # the kernel, the mean
+    if outputs == "written":
+        assert fast[5] == fast[2]  # the cost went into its slot
+        assert_close(fast[4], (fast[1] - numpy.eye(n)[backend.to_numpy(y)]
+                               ).sum(axis=0) / m, TOLERANCE[on_double])
+    assert numpy.isfinite(fast[2]) and launches == 2  # the rows, the sums
 
 
 @pytest.mark.parametrize("x_shape, w_shape", [
@@ -171,33 +190,25 @@ def test_col2im_gather_equals_the_full_convolution(on_double, monkeypatch,
     assert launches <= 3  # the filter matrix, the product, the gather
 
 
-@pytest.mark.parametrize("layout", ["contiguous", "conv", "other"])
+@pytest.mark.parametrize("n_weights, size", [(0, 5), (5, 5), (7, 12),
+                                              (1000, 1300)])
 @pytest.mark.parametrize("decay", [0.0, 1e-3])
-def test_sgd_step_equals_the_generic_one(on_double, monkeypatch, layout, decay):
-    """The gradient as conv2d_backward gives it (a (F, C, KH, KW) view of
-    channels-last data), contiguous, or in another layout (copied)."""
+def test_sgd_step_equals_the_generic_one_and_the_formula(
+        on_double, monkeypatch, n_weights, size, decay):
+    """Every parameter of a network in one array, weights first."""
     rng = numpy.random.default_rng(9)
-    w0, b0 = rng.normal(size=(4, 3, 5, 2)), rng.normal(size=4)
-    nabla_w = {"contiguous": rng.normal(size=(4, 3, 5, 2)),
-               "conv": rng.normal(size=(4, 5, 2, 3)).transpose(0, 3, 1, 2),
-               "other": rng.normal(size=(3, 4, 5, 2)).transpose(1, 0, 2, 3)}[layout]
-    nabla_b = rng.normal(size=4)
+    params0, nablas0 = rng.normal(size=size), rng.normal(size=size)
 
     def step():
-        w, b = backend.asarray(w0), backend.asarray(b0)
-        nw = backend.asarray(numpy.ascontiguousarray(nabla_w))
-        if layout != "contiguous":  # the same strides on the device
-            order = (0, 2, 3, 1) if layout == "conv" else (1, 0, 2, 3)
-            nw = backend.asarray(numpy.ascontiguousarray(
-                nabla_w.transpose(order))).transpose(
-                    (0, 3, 1, 2) if layout == "conv" else (1, 0, 2, 3))
-        kernels.sgd_step(w, b, nw, backend.asarray(nabla_b), 0.1, decay)
-        return w, b
+        params, nablas = backend.asarray(params0), backend.asarray(nablas0)
+        kernels.sgd_step(params, nablas, n_weights, 0.1, decay)
+        return [params]
     fast, generic, launches = both_paths(monkeypatch, step)
-    for got, want in zip(fast, generic):
-        assert_close(got, want, TOLERANCE[on_double])
-    numpy.testing.assert_allclose(
-        fast[0], (1 - decay) * w0 - 0.1 * nabla_w, rtol=TOLERANCE[on_double] * 10)
+    assert_close(fast[0], generic[0], TOLERANCE[on_double])
+    decayed = numpy.where(numpy.arange(size) < n_weights, 1 - decay, 1.0)
+    numpy.testing.assert_allclose(fast[0], decayed * params0 - 0.1 * nablas0,
+                                  rtol=TOLERANCE[on_double] * 10)
+    assert launches == 1
 
 
 @pytest.mark.parametrize("name", list(EXPERIMENTS))
