@@ -20,7 +20,10 @@ or, before Python starts, ``GPUNN_BACKEND=cupy GPUNN_DTYPE=float64``.
 
 Randomness: initial weights always come from one seeded NumPy generator
 on the host (``host_rng``), so one seed gives the same initial network on
-both backends.  Dropout masks are drawn on the device (``device_rng``).
+both backends.  Dropout masks are drawn where the arrays are, from a
+counter-based generator (``kernels.dropout``): mask number ``draw`` under
+the key ``dropout_key`` (``next_dropout_draw``), the same masks on both
+backends.
 """
 
 import os
@@ -43,15 +46,15 @@ DTYPES = ("float32", "float64")
 #   xp          the array module, numpy or cupy
 #   floatX      the float dtype, a numpy.dtype (Theano's name for it)
 #   host_rng    NumPy generator for initial weights and data shuffling
-#   device_rng  generator of the array module, for dropout masks
-_ACTIVE_NAMES = ("xp", "floatX", "host_rng", "device_rng")
+#   dropout_key two 32-bit ints: the key of the dropout masks
+_ACTIVE_NAMES = ("xp", "floatX", "host_rng", "dropout_key")
 _active = None
 _cupy = None  # the cupy module, once it has been found usable
 
 
 def __getattr__(name):
     """``backend.xp``, ``backend.floatX``, ``backend.host_rng`` and
-    ``backend.device_rng``: the active backend's (PEP 562)."""
+    ``backend.dropout_key``: the active backend's (PEP 562)."""
     if name in _ACTIVE_NAMES:
         return getattr(_state(), name)
     raise AttributeError("module {!r} has no attribute {!r}".format(
@@ -162,16 +165,26 @@ def use(backend="auto", dtype="float32", seed=None):
 
 def reseed(s=None):
     """Reseed the host generator (initial weights, shuffling) and the
-    device generator (dropout masks).  ``None`` draws fresh entropy."""
+    dropout masks.  ``None`` draws fresh entropy."""
     state = _state()
     state.host_rng = numpy.random.default_rng(s)
-    state.device_rng = state.xp.random.default_rng(s)
+    seed_dropout(s)
 
 
 def seed_dropout(s):
-    """Reseed only the device generator (dropout masks) with ``s``."""
+    """Reseed only the dropout masks with ``s`` (None: fresh entropy):
+    a new key, and the masks numbered from 0 again."""
     state = _state()
-    state.device_rng = state.xp.random.default_rng(s)
+    key = numpy.random.SeedSequence(s).generate_state(2)
+    state.dropout_key = (int(key[0]), int(key[1]))
+    state.dropout_draws = 0
+
+
+def next_dropout_draw():
+    """``(key, draw)`` of the next dropout mask (``kernels.dropout``)."""
+    state = _state()
+    state.dropout_draws += 1
+    return state.dropout_key, state.dropout_draws - 1
 
 
 def is_out_of_memory(error):

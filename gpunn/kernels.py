@@ -410,3 +410,64 @@ def sgd_step(params, nablas, n_weights, eta, decay):
         params[:n_weights] *= 1 - decay
     nablas *= eta
     params -= nablas
+
+
+# Dropout masks come from Philox4x32-10 (Salmon, Moraes, Dror and Shaw,
+# "Parallel random numbers: as easy as 1, 2, 3", SC 2011), a
+# counter-based generator: the number for mask entry i of draw d is a
+# function of (key, i, d) alone.  So every backend and kernel draws the
+# same masks from one seed, and any step's masks can be drawn again (a
+# resumed run, a captured CUDA graph) without a generator's state.
+PHILOX_M = (0xD2511F53, 0xCD9E8D57)  # the round multipliers
+PHILOX_W = (0x9E3779B9, 0xBB67AE85)  # the key schedule's increments
+PHILOX_ROUNDS = 10
+
+
+def philox(counter, key):
+    """Philox4x32-10: the four 32-bit words of ``counter`` (uint32 arrays
+    or scalars) encrypted under the two-word ``key`` (Python ints).
+    Returns the four output words, uint32 arrays."""
+    c0, c1, c2, c3 = counter
+    k0, k1 = key
+    u32, u64, bits = numpy.uint32, numpy.uint64, numpy.uint64(32)
+
+    def wide(c):  # to 64 bits (a scalar stays a host scalar)
+        return u64(c) if numpy.isscalar(c) else c.astype(u64)
+    for _ in range(PHILOX_ROUNDS):
+        # Each round: two 32x32 -> 64-bit products, their halves mixed
+        # with the other words and the key.
+        p0 = wide(c0) * u64(PHILOX_M[0])
+        p1 = wide(c2) * u64(PHILOX_M[1])
+        c0, c1, c2, c3 = ((p1 >> bits).astype(u32) ^ c1 ^ u32(k0),
+                          p1.astype(u32),
+                          (p0 >> bits).astype(u32) ^ c3 ^ u32(k1),
+                          p0.astype(u32))
+        k0, k1 = (k0 + PHILOX_W[0]) & 0xFFFFFFFF, (k1 + PHILOX_W[1]) & 0xFFFFFFFF
+    return c0, c1, c2, c3
+
+
+def dropout_threshold(p_dropout):
+    """An entry is dropped when the top 24 bits of its random word are
+    below this: probability p_dropout, to within 2**-25."""
+    return round(p_dropout * 2**24)
+
+
+def dropout(inpt, p_dropout, key, draw):
+    """Dropout of ``inpt`` (m, n) in training: returns ``(inpt * mask,
+    mask)``, mask of 0s and 1s in inpt's dtype, entry i (row-major) kept
+    with probability 1 - p_dropout: dropped when the top 24 bits of the
+    first word of Philox4x32-10 of the counter (i, draw mod 2**32, draw
+    div 2**32, 0) under ``key`` (two 32-bit ints) are below
+    ``dropout_threshold(p_dropout)``.  ``draw`` numbers the masks drawn
+    with one key (backend.next_dropout_draw)."""
+    fast = kernels_cpu if _fast(inpt) else kernels_cuda if _fast_cuda(inpt) \
+        else None
+    if fast is not None:
+        return fast.dropout(inpt, dropout_threshold(p_dropout), key, draw)
+    xp = get_array_module(inpt)
+    index = xp.arange(inpt.size, dtype=numpy.uint32).reshape(inpt.shape)
+    word, _, _, _ = philox((index, numpy.uint32(draw & 0xFFFFFFFF),
+                            numpy.uint32(draw >> 32), numpy.uint32(0)), key)
+    mask = ((word >> numpy.uint32(8)) >=
+            numpy.uint32(dropout_threshold(p_dropout))).astype(inpt.dtype)
+    return inpt * mask, mask

@@ -8,7 +8,11 @@ installed, and the generic versions there stay the reference the tests
 hold them to (tests/test_kernels.py checks col2im_matmul compiled and
 generic against col2im).
 
-Only col2im is here: its generic form is one strided add per filter
+``dropout`` is here because its generic form, Philox's ten rounds as
+whole-array NumPy passes, took 32 ms for a 256 x 1000 mask (2-core AMD
+EPYC), where NumPy's own generator takes 1; compiled, one loop per entry.
+
+col2im is here because its generic form is one strided add per filter
 position (25 for a 5x5 filter), and the compiled loop does them in one
 pass, 2.7 times faster at mini-batch 10 and 1.5 times at 64 (2-core
 AMD EPYC, float32, the book's second conv layer, product included).
@@ -47,3 +51,35 @@ def col2im(dcol, H, W):
     """``kernels.col2im`` of ``dcol`` (N, OH, OW, kh, kw, C), returned
     channels-last: an (N, H, W, C) array."""
     return _col2im(numpy.ascontiguousarray(dcol), H, W)
+
+
+@njit(cache=True, nogil=True)
+def _dropout(inpt, threshold, k0, k1, draw, masked, mask):
+    low = numpy.uint64(0xFFFFFFFF)
+    for i in range(inpt.size):
+        # Philox4x32-10 of the counter (i, draw low, draw high, 0), in
+        # 64-bit integers masked to 32 bits (kernels.philox).
+        c0, c1 = numpy.uint64(i), numpy.uint64(draw) & low
+        c2, c3 = numpy.uint64(draw) >> numpy.uint64(32), numpy.uint64(0)
+        key0, key1 = numpy.uint64(k0), numpy.uint64(k1)
+        for _ in range(10):
+            p0 = c0 * numpy.uint64(0xD2511F53)
+            p1 = c2 * numpy.uint64(0xCD9E8D57)
+            c0, c1, c2, c3 = ((p1 >> numpy.uint64(32)) ^ c1 ^ key0, p1 & low,
+                              (p0 >> numpy.uint64(32)) ^ c3 ^ key1, p0 & low)
+            key0 = (key0 + numpy.uint64(0x9E3779B9)) & low
+            key1 = (key1 + numpy.uint64(0xBB67AE85)) & low
+        keep = 1.0 if (c0 >> numpy.uint64(8)) >= threshold else 0.0
+        mask[i] = keep
+        masked[i] = inpt[i] * keep
+
+
+def dropout(inpt, threshold, key, draw):
+    """``kernels.dropout`` of ``inpt`` (m, n) with the threshold of its
+    p_dropout: returns ``(inpt * mask, mask)``."""
+    inpt = numpy.ascontiguousarray(inpt)
+    masked, mask = numpy.empty_like(inpt), numpy.empty_like(inpt)
+    _dropout(inpt.reshape(-1), numpy.uint64(threshold), numpy.uint64(key[0]),
+             numpy.uint64(key[1]), numpy.uint64(draw), masked.reshape(-1),
+             mask.reshape(-1))
+    return masked, mask

@@ -21,6 +21,8 @@ these to.
   then ``softmax_sums``: the mean cost and the bias gradient.
 - ``col2im``: the convolution's input gradient from the patch
   gradients, as a gather: each image entry sums what it contributed to.
+- ``dropout``: a dropout mask drawn from Philox4x32-10 and applied, one
+  thread per entry.
 - ``sgd_step``: the update of every parameter of a network, L2 decay
   included, in one launch: a network keeps all of them in one flat
   array, and their gradients in another (``layers.Layer``).
@@ -214,6 +216,43 @@ extern "C" __global__ void delta_bias_gradient(
     nabla_b[j] = sum;
 }
 
+// The first word of Philox4x32-10 of the counter (c0, c1, c2, c3) under
+// the key (k0, k1) (kernels.philox).
+__device__ unsigned int philox_first_word(
+        unsigned int c0, unsigned int c1, unsigned int c2, unsigned int c3,
+        unsigned int k0, unsigned int k1) {
+    for (int round = 0; round < 10; ++round) {
+        unsigned long long p0 = (unsigned long long)c0 * 0xD2511F53u;
+        unsigned long long p1 = (unsigned long long)c2 * 0xCD9E8D57u;
+        unsigned int next0 = (unsigned int)(p1 >> 32) ^ c1 ^ k0;
+        unsigned int next2 = (unsigned int)(p0 >> 32) ^ c3 ^ k1;
+        c1 = (unsigned int)p1;
+        c3 = (unsigned int)p0;
+        c0 = next0;
+        c2 = next2;
+        k0 += 0x9E3779B9u;
+        k1 += 0xBB67AE85u;
+    }
+    return c0;
+}
+
+// One thread per entry i of inpt: kept (mask 1) unless the top 24 bits
+// of Philox's word for the counter (i, draw low, draw high, 0) are below
+// threshold (kernels.dropout); masked = inpt * mask.
+extern "C" __global__ void dropout(
+        const REAL* inpt, REAL* masked, REAL* mask, long long size,
+        unsigned int k0, unsigned int k1, unsigned long long draw,
+        unsigned int threshold) {
+    long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= size) return;
+    unsigned int word = philox_first_word(
+        (unsigned int)i, (unsigned int)draw, (unsigned int)(draw >> 32), 0u,
+        k0, k1);
+    REAL keep = (word >> 8) >= threshold ? (REAL)1 : (REAL)0;
+    mask[i] = keep;
+    masked[i] = inpt[i] * keep;
+}
+
 // col2im as a gather, one thread per image entry (n, y, x, c),
 // channels-last: the sum of the patch gradients dcol (N, OH, OW, KH, KW,
 // C) that saw it, dcol[n, y-l, x-m, l, m, c]; no two threads write to
@@ -243,7 +282,7 @@ extern "C" __global__ void col2im(
 
 KERNELS = ("pool_bias_activation", "pool_bias_activation_backward",
            "bias_activation", "delta_bias_gradient", "softmax_cost_delta",
-           "softmax_sums", "sgd_step", "col2im")
+           "softmax_sums", "sgd_step", "col2im", "dropout")
 # gpunn's activations (the objects, not their names) and their codes.
 ACTIVATION_CODES = {linear: 0, sigmoid: 1, tanh: 2, ReLU: 3}
 THREADS = 256  # per block
@@ -378,3 +417,16 @@ def delta_bias_gradient(nabla_a, a, kind, nabla_b):
             (nabla_a, a, delta, nabla_b, numpy.int32(m), numpy.int32(n),
              numpy.int32(kind)))
     return delta
+
+
+def dropout(inpt, threshold, key, draw):
+    """``kernels.dropout`` of ``inpt`` (m, n) with the threshold of its
+    p_dropout: returns ``(inpt * mask, mask)``, in one launch."""
+    xp = get_array_module(inpt)
+    inpt = xp.ascontiguousarray(inpt)
+    masked, mask = xp.empty_like(inpt), xp.empty_like(inpt)
+    u32 = numpy.uint32
+    _launch(xp, "dropout", inpt.dtype, inpt.size,
+            (inpt, masked, mask, numpy.int64(inpt.size), u32(key[0]),
+             u32(key[1]), numpy.uint64(draw), u32(threshold)))
+    return masked, mask

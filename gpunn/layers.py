@@ -249,9 +249,11 @@ class FullyConnectedLayer(Layer):
     def weighted_product(self, inpt):
         """(inpt * mask) w in training (m, n_out), keeping the masked
         input for BP4."""
-        inpt = inpt.reshape(len(inpt), self.n_in)
-        self.mask = dropout_mask(inpt, self.p_dropout)
-        self.inpt = inpt if self.mask is None else inpt * self.mask
+        self.inpt = inpt.reshape(len(inpt), self.n_in)
+        self.mask = None
+        if self.p_dropout:  # each input kept with probability 1 - p_dropout
+            self.inpt, self.mask = kernels.dropout(
+                self.inpt, self.p_dropout, *backend.next_dropout_draw())
         return self.inpt @ self.w
 
     def backward(self, nabla_a, need_input_grad=True):
@@ -329,16 +331,6 @@ def _no_prime(z, a):
 
 
 _softmax = Activation("softmax", softmax, _no_prime)
-
-
-def dropout_mask(inpt, p_dropout):
-    """Return a 0/1 mask shaped like ``inpt`` (m, n) keeping each entry
-    with probability 1 - p_dropout, or None when p_dropout is 0.
-    Drawn on the device, from ``backend.device_rng``."""
-    if not p_dropout:
-        return None
-    u = backend.device_rng.random(inpt.shape, dtype="float32")
-    return (u >= p_dropout).astype(inpt.dtype)
 
 
 def _normal(scale, shape):

@@ -40,7 +40,8 @@ static gpunn_dim3 threadIdx, blockIdx, blockDim, gridDim;
 _SIGNATURE = re.compile(r'extern\s+"C"\s+__global__\s+void\s+(\w+)\s*\(([^)]*)\)')
 _CTYPES = {"float": numpy.float32, "double": numpy.float64, "int": numpy.int32,
            "long long": numpy.int64, "unsigned char": numpy.uint8,
-           "unsigned int": numpy.uint32, "bool": numpy.bool_}
+           "unsigned int": numpy.uint32, "unsigned long long": numpy.uint64,
+           "bool": numpy.bool_}
 
 
 def kernel_signatures(source, defines):

@@ -12,7 +12,7 @@ import math
 import numpy as np
 import pytest
 
-from gpunn import kernels
+from gpunn import backend, kernels
 from gpunn.activations import ReLU, linear, sigmoid, tanh
 from gpunn.layers import ConvPoolLayer, FullyConnectedLayer, SoftmaxLayer
 
@@ -331,3 +331,55 @@ def test_softmax_layer_does_not_overflow(backend_name):
     expected = softmax_reference(dense_reference(x, host(layer.w),
                                                  np.zeros(3), 1.0))
     np.testing.assert_allclose(out, expected, rtol=1e-12, atol=1e-15)
+
+
+# Random123's known answers for Philox4x32-10 (kat_vectors): counter,
+# key, and the four output words.
+PHILOX_ANSWERS = [
+    ((0, 0, 0, 0), (0, 0), (0x6627e8d5, 0xe169c58d, 0xbc57ac4c, 0x9b00dbd8)),
+    ((0xffffffff,) * 4, (0xffffffff,) * 2,
+     (0x408f276d, 0x41c83b0e, 0xa20bc7c6, 0x6d5451fd)),
+    ((0x243f6a88, 0x85a308d3, 0x13198a2e, 0x03707344), (0xa4093822, 0x299f31d0),
+     (0xd16cfe09, 0x94fdcceb, 0x5001e420, 0x24126ea1)),
+]
+
+
+@pytest.mark.parametrize("counter, key, answer", PHILOX_ANSWERS)
+def test_philox_gives_random123s_known_answers(backend_name, counter, key,
+                                               answer):
+    use_float64(backend_name)
+    xp = backend.xp
+    words = kernels.philox([xp.full(3, c, dtype=np.uint32) for c in counter], key)
+    for got, want in zip(words, answer):
+        assert host(got).tolist() == [want] * 3
+
+
+def philox_mask_loop(shape, p_dropout, key, draw):
+    """kernels.dropout's mask, entry by entry, from the generic philox."""
+    threshold = kernels.dropout_threshold(p_dropout)
+    mask = np.empty(shape)
+    for i in range(mask.size):
+        word = kernels.philox([np.uint32(i), np.uint32(draw % 2**32),
+                               np.uint32(draw >> 32), np.uint32(0)], key)[0]
+        mask.flat[i] = int(word) >> 8 >= threshold
+    return mask
+
+
+@pytest.mark.parametrize("p_dropout", [0.5, 0.2, 0.9])
+@pytest.mark.parametrize("draw", [0, 3, 2**32 + 1])
+def test_dropout_keeps_what_philox_says(backend_name, fast_cpu, p_dropout, draw):
+    """Compiled (numba, on NumPy) and generic; the mask from a loop over
+    the entries; the kept fraction near 1 - p_dropout."""
+    use_float64(backend_name)
+    x = np.random.default_rng(1).normal(size=(7, 13))
+    key = (12345, 2**32 - 3)
+    masked, mask = kernels.dropout(put(x), p_dropout, key, draw)
+    want = philox_mask_loop(x.shape, p_dropout, key, draw)
+    np.testing.assert_array_equal(host(mask), want)
+    np.testing.assert_array_equal(host(masked), x * want)
+    assert host(mask).dtype == np.float64
+    big = host(kernels.dropout(put(np.ones((200, 500))), p_dropout, key, draw)[1])
+    assert abs(big.mean() - (1 - p_dropout)) < 0.01
+    other = host(kernels.dropout(put(np.ones((200, 500))), p_dropout, key,
+                                 draw + 1)[1])
+    assert (big != other).mean() > 0.5 * min(p_dropout, 1 - p_dropout)

@@ -211,6 +211,19 @@ def test_sgd_step_equals_the_generic_one_and_the_formula(
     assert launches == 1
 
 
+@pytest.mark.parametrize("shape", [(1, 1), (10, 640), (7, 333)])
+@pytest.mark.parametrize("p_dropout", [0.5, 0.2])
+@pytest.mark.parametrize("draw", [0, 5, 2**33 + 7])
+def test_dropout_equals_the_generic_one(on_double, monkeypatch, shape,
+                                        p_dropout, draw):
+    x = backend.asarray(numpy.random.default_rng(2).normal(size=shape))
+    fast, generic, launches = both_paths(
+        monkeypatch, lambda: kernels.dropout(x, p_dropout, (99, 2**31), draw))
+    for got, want in zip(fast, generic):
+        numpy.testing.assert_array_equal(got, want)
+    assert launches == 1
+
+
 @pytest.mark.parametrize("name", list(EXPERIMENTS))
 def test_training_on_the_fused_kernels_equals_the_generic_path(
         on_double, monkeypatch, name):

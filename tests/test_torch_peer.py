@@ -12,7 +12,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 import gpunn  # noqa: E402
-from gpunn import backend  # noqa: E402
+from gpunn import backend, kernels  # noqa: E402
 from gpunn.experiments import EXPERIMENTS  # noqa: E402
 from gpunn.network3 import (ConvPoolLayer, FullyConnectedLayer,  # noqa: E402
                             Network, SoftmaxLayer, linear, tanh)
@@ -110,11 +110,20 @@ def assert_close(actual, expected, rtol):
 
 def dropout_masks(net, s):
     """The masks gpunn's next training pass draws after ``reseed(s)``:
-    one per layer with p_dropout > 0, in layer order (see
-    gpunn.layers.dropout_mask), drawn here again from the same seed."""
-    rng = numpy.random.default_rng(s)
-    return [rng.random((M, layer.n_in), dtype=numpy.float32) >= layer.p_dropout
-            for layer in net.layers if layer.p_dropout]
+    one per layer with p_dropout > 0, in layer order, mask number 0, 1,
+    ... under the key of ``s`` (gpunn.kernels.dropout), drawn here again
+    from Philox4x32-10 (kernels.philox, checked against Random123's
+    known answers in test_kernels)."""
+    key = [int(k) for k in numpy.random.SeedSequence(s).generate_state(2)]
+    layers = [layer for layer in net.layers if layer.p_dropout]
+    masks = []
+    for draw, layer in enumerate(layers):
+        index = numpy.arange(M * layer.n_in, dtype=numpy.uint32)
+        word = kernels.philox((index, numpy.uint32(draw), numpy.uint32(0),
+                               numpy.uint32(0)), key)[0]
+        masks.append((word >> 8 >= kernels.dropout_threshold(layer.p_dropout))
+                     .reshape(M, layer.n_in))
+    return masks
 
 
 @pytest.mark.parametrize("name", list(NETWORKS) + list(DROPOUT_NETWORKS))
