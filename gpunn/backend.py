@@ -26,6 +26,7 @@ the key ``dropout_key`` (``next_dropout_draw``), the same masks on both
 backends.
 """
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -178,6 +179,31 @@ def seed_dropout(s):
     key = numpy.random.SeedSequence(s).generate_state(2)
     state.dropout_key = (int(key[0]), int(key[1]))
     state.dropout_draws = 0
+
+
+@contextlib.contextmanager
+def dropout_key_on_device(state):
+    """Inside: the dropout masks' key is the device array ``state`` (a
+    captured step's, see kernels_cuda.dropout) and the masks are
+    numbered from 0 within the step; the key and count are restored
+    after."""
+    active = _state()
+    saved = active.dropout_key, active.dropout_draws
+    active.dropout_key, active.dropout_draws = state, 0
+    try:
+        yield
+    finally:
+        active.dropout_key, active.dropout_draws = saved
+
+
+def dropout_draws():
+    """How many masks were drawn with the current key."""
+    return _state().dropout_draws
+
+
+def skip_dropout_draws(n):
+    """Count ``n`` masks as drawn (a captured step draws them itself)."""
+    _state().dropout_draws += n
 
 
 def next_dropout_draw():

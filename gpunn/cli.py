@@ -106,6 +106,10 @@ def parser():
                    help="go on with the run in this folder from its checkpoint")
     c.add_argument("--monitor-gradients", action="store_true",
                    help="log each layer's mean gradient norm per epoch")
+    c.add_argument("--no-graph", action="store_true",
+                   help="on CuPy, run each training step eagerly rather than "
+                   "as a captured CUDA graph (the default for mini-batches "
+                   "of at most 64)")
     c.add_argument("--quiet", action="store_true",
                    help="no progress bar and none of the book's lines")
     c.add_argument("--limit", type=_positive_int, metavar="N",
@@ -232,7 +236,8 @@ def train_command(args):
             "activation": args.activation, "p_dropout": list(args.p_dropout),
             "mini_batch_size": args.mini_batch_size, "seed": seed + run,
             "limit": args.limit, "eval_limit": args.eval_limit,
-            "monitor_gradients": args.monitor_gradients}
+            "monitor_gradients": args.monitor_gradients,
+            "graph": "auto" if not args.no_graph else False}
         e = _experiment(settings)
         settings.update(epochs=args.epochs or e.epochs,
                         eta=args.eta if args.eta is not None else e.eta,
@@ -271,6 +276,8 @@ def _resume(args):
     net, metadata = saving.load(os.path.join(folder, "network.npz"))
     if args.epochs:
         settings["epochs"] = args.epochs
+    if args.no_graph:
+        settings["graph"] = False
     history = metadata.get("history", [])
     _train(net, settings, folder, history, args.quiet)
     return 0
@@ -321,7 +328,8 @@ def _train(net, settings, folder, history, quiet):
             settings["eta"], validation, test, lmbda=settings["lmbda"],
             history=history, seed=settings["seed"], on_epoch=on_epoch,
             progress=progress, log=log,
-            monitor_gradients=settings["monitor_gradients"])
+            monitor_gradients=settings["monitor_gradients"],
+            graph=settings.get("graph", "auto"))
 
 
 def _data(expanded, limit, eval_limit):
@@ -364,6 +372,9 @@ def _train_chapter_1_3(args):
     and test accuracy go to log.jsonl; network.json is saved at the end
     (these runs are minutes long on a CPU: no checkpoint, no --resume)."""
     from gpunn import mnist_loader, network, network2
+    if args.no_graph:
+        raise gpunn.ConfigError("--no-graph is for chapter 6's networks; {} "
+                                "captures no CUDA graph".format(args.name))
     if args.name == "network" and args.lmbda:
         raise gpunn.ConfigError("network (chapter 1) has no L2 regularization: "
                                 "use network2 for --lmbda")

@@ -64,6 +64,15 @@ def _fast_cuda(x, activation_fn=None):
         activation_fn in kernels_cuda.ACTIVATION_CODES)
 
 
+def matmul(a, b, out=None):
+    """The matrix product a @ b of 2-d arrays, into ``out`` if given: the
+    BLAS (cuBLAS on CuPy), except in a captured training step, where
+    CuPy refuses cuBLAS: then kernels_cuda.gemm (``use_gemm``)."""
+    if _fast_cuda(a) and kernels_cuda.use_gemm(get_array_module(a)):
+        return kernels_cuda.gemm(a, b, out)
+    return get_array_module(a).matmul(a, b, out=out)
+
+
 def channels_last(x):
     """``x`` (N, C, H, W) as a contiguous (N, H, W, C) array (no copy when
     ``x`` is already a view of one)."""
@@ -127,7 +136,7 @@ def conv2d(x, w):
     F, C, KH, KW = w.shape
     col = im2col(x, KH, KW)
     N, OH, OW = col.shape[:3]
-    out = col.reshape(N * OH * OW, -1) @ _filter_matrix(w).T  # (N*OH*OW, F)
+    out = matmul(col.reshape(N * OH * OW, -1), _filter_matrix(w).T)  # (N*OH*OW, F)
     return out.reshape(N, OH, OW, F).transpose(0, 3, 1, 2), col
 
 
@@ -137,11 +146,10 @@ def conv2d_backward(dout, col, w, x_shape, dw, need_dx=True):
     shape (F, C, KH, KW), a view of channels-last (F, KH, KW, C) data (a
     ConvPoolLayer's nabla_w); returns dC/dx, of shape ``x_shape``, or
     None when ``need_dx`` is false (the first layer needs none)."""
-    xp = get_array_module(dout)
     F, C, KH, KW = w.shape
     dout2 = channels_last(dout).reshape(-1, F)  # (N*OH*OW, F)
     col2 = col.reshape(dout2.shape[0], -1)  # (N*OH*OW, KH*KW*C)
-    xp.matmul(dout2.T, col2, out=_filter_matrix(dw, view=True))
+    matmul(dout2.T, col2, out=_filter_matrix(dw, view=True))
     if not need_dx:
         return None
     return col2im_matmul(dout2, w, x_shape)
@@ -170,7 +178,7 @@ def col2im_matmul(dout2, w, x_shape):
     fast = kernels_cpu if _fast(dout2) else kernels_cuda if _fast_cuda(dout2) \
         else None
     if fast is not None:  # compiled: col2im's strided adds cost little
-        dcol = (dout2 @ _filter_matrix(w)).reshape(N, OH, OW, KH, KW, C)
+        dcol = matmul(dout2, _filter_matrix(w)).reshape(N, OH, OW, KH, KW, C)
         return fast.col2im(dcol, H, W).transpose(0, 3, 1, 2)
     if xp is not numpy:
         return _full_convolution(dout2.reshape(N, OH, OW, F), w)

@@ -35,6 +35,8 @@ thread by thread (``tests/cuda_on_cpu.py``).  None of this has run on a
 GPU yet.
 """
 
+import contextlib
+
 import numpy
 
 from gpunn.activations import ReLU, linear, sigmoid, tanh
@@ -236,21 +238,72 @@ __device__ unsigned int philox_first_word(
     return c0;
 }
 
+// A captured training step's state, on the device (cuda_graph.py):
+// the dropout key, the number of the epoch's first mask, the masks drawn
+// per step, and the number of the step.
+enum { KEY0, KEY1, FIRST_DRAW, DRAWS_PER_STEP, STEP };
+
 // One thread per entry i of inpt: kept (mask 1) unless the top 24 bits
 // of Philox's word for the counter (i, draw low, draw high, 0) are below
-// threshold (kernels.dropout); masked = inpt * mask.
+// threshold (kernels.dropout); masked = inpt * mask.  With use_state,
+// the key comes from state and draw is the mask's number within the
+// step: state's first draw + step * draws per step + draw.
 extern "C" __global__ void dropout(
         const REAL* inpt, REAL* masked, REAL* mask, long long size,
         unsigned int k0, unsigned int k1, unsigned long long draw,
-        unsigned int threshold) {
+        unsigned int threshold, const unsigned long long* state,
+        int use_state) {
     long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= size) return;
+    if (use_state) {
+        k0 = (unsigned int)state[KEY0];
+        k1 = (unsigned int)state[KEY1];
+        draw += state[FIRST_DRAW] + state[STEP] * state[DRAWS_PER_STEP];
+    }
     unsigned int word = philox_first_word(
         (unsigned int)i, (unsigned int)draw, (unsigned int)(draw >> 32), 0u,
         k0, k1);
     REAL keep = (word >> 8) >= threshold ? (REAL)1 : (REAL)0;
     mask[i] = keep;
     masked[i] = inpt[i] * keep;
+}
+
+// One thread per entry (i, j) of c = a b, a (M, K) and b (K, N) read
+// through their strides in entries (a transposed view needs no copy),
+// c (M, N) contiguous: the products of a captured step, which cuBLAS
+// cannot be in CuPy (cuda_graph.py).
+extern "C" __global__ void gemm(
+        const REAL* a, const REAL* b, REAL* c, int M, int N, int K,
+        long long a_row, long long a_col, long long b_row, long long b_col) {
+    long long t = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (t >= (long long)M * N) return;
+    long long i = t / N, j = t % N;
+    REAL sum = (REAL)0;
+    for (int k = 0; k < K; ++k)
+        sum += a[i * a_row + k * a_col] * b[k * b_row + j * b_col];
+    c[t] = sum;
+}
+
+// A captured step's first kernel: mini-batch number state[STEP] of the
+// training data, m rows of n entries, into x (m, n) and its labels into
+// y (m,); one thread per entry of x.
+extern "C" __global__ void load_batch(
+        const REAL* training_x, const int* training_y, REAL* x, int* y,
+        const unsigned long long* state, int m, int n) {
+    long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= (long long)m * n) return;
+    long long first = (long long)state[STEP] * m;
+    x[i] = training_x[first * n + i];
+    if (i < m) y[i] = training_y[first + i];
+}
+
+// A captured step's last kernel, one thread: the step's cost into its
+// place in the epoch's costs, and the step number advanced.
+extern "C" __global__ void next_step(
+        const REAL* cost, REAL* costs, unsigned long long* state) {
+    if (blockIdx.x * blockDim.x + threadIdx.x != 0) return;
+    costs[state[STEP]] = *cost;
+    state[STEP] += 1;
 }
 
 // col2im as a gather, one thread per image entry (n, y, x, c),
@@ -282,7 +335,9 @@ extern "C" __global__ void col2im(
 
 KERNELS = ("pool_bias_activation", "pool_bias_activation_backward",
            "bias_activation", "delta_bias_gradient", "softmax_cost_delta",
-           "softmax_sums", "sgd_step", "col2im", "dropout")
+           "softmax_sums", "sgd_step", "col2im", "dropout", "gemm",
+           "load_batch", "next_step")
+STATE_SIZE = 5  # the entries of a captured step's state (the enum above)
 # gpunn's activations (the objects, not their names) and their codes.
 ACTIVATION_CODES = {linear: 0, sigmoid: 1, tanh: 2, ReLU: 3}
 THREADS = 256  # per block
@@ -421,12 +476,90 @@ def delta_bias_gradient(nabla_a, a, kind, nabla_b):
 
 def dropout(inpt, threshold, key, draw):
     """``kernels.dropout`` of ``inpt`` (m, n) with the threshold of its
-    p_dropout: returns ``(inpt * mask, mask)``, in one launch."""
+    p_dropout: returns ``(inpt * mask, mask)``, in one launch.  ``key``
+    is two ints, or a captured step's state on the device (then ``draw``
+    counts within the step)."""
     xp = get_array_module(inpt)
     inpt = xp.ascontiguousarray(inpt)
     masked, mask = xp.empty_like(inpt), xp.empty_like(inpt)
     u32 = numpy.uint32
+    on_device = not isinstance(key, tuple)
+    state = key if on_device else _no_state(xp)
+    k0, k1 = (0, 0) if on_device else key
     _launch(xp, "dropout", inpt.dtype, inpt.size,
-            (inpt, masked, mask, numpy.int64(inpt.size), u32(key[0]),
-             u32(key[1]), numpy.uint64(draw), u32(threshold)))
+            (inpt, masked, mask, numpy.int64(inpt.size), u32(k0), u32(k1),
+             numpy.uint64(draw), u32(threshold), state,
+             numpy.int32(on_device)))
     return masked, mask
+
+
+_no_states = {}
+
+
+def _no_state(xp):
+    """A state array that the kernels are told not to read."""
+    if id(xp) not in _no_states:
+        _no_states[id(xp)] = xp.zeros(STATE_SIZE, dtype=numpy.uint64)
+    return _no_states[id(xp)]
+
+
+_gemm_only = []
+
+
+@contextlib.contextmanager
+def gemm_only():
+    """Inside, ``use_gemm`` says yes: a captured step's eager first step
+    computes its products as its replays do, to the last bit."""
+    _gemm_only.append(True)
+    try:
+        yield
+    finally:
+        _gemm_only.pop()
+
+
+def use_gemm(xp):
+    """Do products go to ``gemm`` rather than cuBLAS?  While the current
+    CUDA stream captures a graph (CuPy refuses cuBLAS then), and inside
+    ``gemm_only``."""
+    return bool(_gemm_only) or xp.cuda.get_current_stream().is_capturing()
+
+
+def gemm(a, b, out=None):
+    """a @ b for 2-d ``a`` (M, K) and ``b`` (K, N), any strides, into
+    ``out`` (M, N), contiguous, if given: one launch, no cuBLAS."""
+    xp = get_array_module(a)
+    (M, K), N = a.shape, b.shape[1]
+    if out is None:
+        out = xp.empty((M, N), dtype=a.dtype)
+    elif not out.flags.c_contiguous:
+        raise ValueError("gemm: out must be C-contiguous")
+    i64, i32, size = numpy.int64, numpy.int32, a.itemsize
+    # the kernel reads a and b through their strides: contiguity not needed
+    _kernel(xp, "gemm", a.dtype)(
+        (max((M * N + THREADS - 1) // THREADS, 1),), (THREADS,),
+        (a, b, out, i32(M), i32(N), i32(K), i64(a.strides[0] // size),
+         i64(a.strides[1] // size), i64(b.strides[0] // size),
+         i64(b.strides[1] // size)))
+    return out
+
+
+def load_batch(training_x, training_y, x, y, state):
+    """Mini-batch number state[STEP] of ``training_x`` (n, ...) and
+    ``training_y`` (n,) int32, contiguous, into ``x`` and ``y``."""
+    xp = get_array_module(x)
+    m = len(y)
+    _launch(xp, "load_batch", x.dtype, x.size,
+            (training_x, training_y, x, y, state, numpy.int32(m),
+             numpy.int32(x.size // m)))
+
+
+def next_step(cost, costs, state):
+    """``costs[state[STEP]] = cost``, then the step number advanced."""
+    _launch(get_array_module(cost), "next_step", cost.dtype, 1,
+            (cost, costs, state))
+
+
+def load(xp, dtype):
+    """Compile every kernel for ``dtype`` now (a capture must not)."""
+    for name in KERNELS:
+        _kernel(xp, name, dtype)

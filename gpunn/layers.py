@@ -254,7 +254,7 @@ class FullyConnectedLayer(Layer):
         if self.p_dropout:  # each input kept with probability 1 - p_dropout
             self.inpt, self.mask = kernels.dropout(
                 self.inpt, self.p_dropout, *backend.next_dropout_draw())
-        return self.inpt @ self.w
+        return kernels.matmul(self.inpt, self.w)
 
     def backward(self, nabla_a, need_input_grad=True):
         """``nabla_a``: dC/da, shape (m, n_out).  Returns ``(nabla_inpt,
@@ -267,14 +267,13 @@ class FullyConnectedLayer(Layer):
     def backward_delta(self, delta, need_input_grad=True, have_nabla_b=False):
         """The rest of ``backward``, from the error delta = dC/dz (m, n_out)
         (``have_nabla_b``: nabla_b holds its sum already)."""
-        xp = get_array_module(delta)
         nabla_b, nabla_w = self.nabla_b, self.nabla_w
         if not have_nabla_b:
             delta.sum(axis=0, out=nabla_b)                     # BP3
-        xp.matmul(self.inpt.T, delta, out=nabla_w)             # BP4
+        kernels.matmul(self.inpt.T, delta, out=nabla_w)        # BP4
         if not need_input_grad:
             return None, nabla_b, nabla_w
-        nabla_inpt = delta @ self.w.T                          # (w^T delta) of BP2
+        nabla_inpt = kernels.matmul(delta, self.w.T)           # (w^T delta) of BP2
         if self.mask is not None:
             nabla_inpt *= self.mask  # dropped inputs had no effect on C
         return nabla_inpt, nabla_b, nabla_w

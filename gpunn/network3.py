@@ -28,7 +28,7 @@ import time
 
 import numpy
 
-from gpunn import backend, kernels
+from gpunn import backend, cuda_graph, kernels
 from gpunn.activations import ReLU, linear, sigmoid, tanh  # noqa: F401 (the book's names)
 from gpunn.backend import get_array_module
 from gpunn.errors import ConfigError, DivergenceError, number, positive_int
@@ -203,7 +203,7 @@ class Network:
     def SGD(self, training_data, epochs, mini_batch_size, eta,
             validation_data, test_data=None, lmbda=0.0, *, history=None,
             seed=None, on_epoch=None, progress=None, log=print,
-            monitor_gradients=False):
+            monitor_gradients=False, graph="auto"):
         """Train the network using mini-batch stochastic gradient descent,
         printing the book's lines each epoch.  The data sets are (x, y)
         pairs as ``load_data_shared`` returns them (moved to the network's
@@ -228,6 +228,12 @@ class Network:
         - ``monitor_gradients``: each record gets ``gradient_norms``, the
           mean norm of each layer's nabla_w over the epoch (chapter 5's
           speed of learning).
+        - ``graph``: on CuPy, capture the training step once as a CUDA
+          graph and replay it for each mini-batch (``cuda_graph``): "auto"
+          (the default) does for mini-batches of at most
+          cuda_graph.LARGEST_MINI_BATCH, True whenever it can, False
+          never.  Each record's ``cuda_graph`` says whether its epoch
+          was replayed.  The results are the eager step's.
         """
         epochs = positive_int("epochs", epochs)
         eta = number("eta", eta, 0.0, allow_minimum=False)
@@ -249,6 +255,15 @@ class Network:
                              "examples".format(mini_batch_size, len(training_x)))
 
         xp = get_array_module(training_x)
+        if graph not in ("auto", True, False):
+            raise ConfigError("graph must be 'auto', True or False, got {!r}"
+                              .format(graph))
+        if graph == "auto":
+            graph = mini_batch_size <= cuda_graph.LARGEST_MINI_BATCH
+        captured = None
+        if graph and cuda_graph.can_capture(self, training_x, monitor_gradients):
+            captured = cuda_graph.CapturedStep(self, training_x, training_y, eta,
+                                               lmbda, num_training_batches)
         history = list(history or [])
         best_validation_accuracy, best_iteration, test_accuracy = 0.0, None, None
         for record in history:  # a resumed run: the best epoch so far
@@ -266,16 +281,23 @@ class Network:
             # Each mini-batch's cost stays on the device until the epoch
             # ends: no synchronization per step, and a divergence can still
             # be traced to its mini-batch.
-            costs = xp.empty(num_training_batches, dtype=training_x.dtype)
+            if captured is not None:
+                captured.start_epoch()
+                costs = captured.costs
+            else:
+                costs = xp.empty(num_training_batches, dtype=training_x.dtype)
             for minibatch_index in range(num_training_batches):
                 iteration = num_training_batches * epoch + minibatch_index
                 if iteration % 1000 == 0:
                     log("Training mini-batch number {0}".format(iteration))
-                batch = slice(minibatch_index * mini_batch_size,
-                              (minibatch_index + 1) * mini_batch_size)
-                cost = costs[minibatch_index:minibatch_index + 1].reshape(())
-                self._update(training_x[batch], training_y[batch], eta, lmbda,
-                             num_training_batches, norms, cost)
+                if captured is not None:
+                    captured.step(minibatch_index)
+                else:
+                    batch = slice(minibatch_index * mini_batch_size,
+                                  (minibatch_index + 1) * mini_batch_size)
+                    cost = costs[minibatch_index:minibatch_index + 1].reshape(())
+                    self._update(training_x[batch], training_y[batch], eta,
+                                 lmbda, num_training_batches, norms, cost)
                 if bar is not None:
                     bar.update(mini_batch_size)
             if bar is not None:
@@ -284,7 +306,8 @@ class Network:
             record = {"epoch": epoch,
                       "training_cost": float(costs.mean()),
                       "validation_accuracy": self.accuracy(validation_data),
-                      "test_accuracy": None}
+                      "test_accuracy": None,
+                      "cuda_graph": bool(captured is not None and captured.graph)}
             if norms is not None:
                 record["gradient_norms"] = [float(n) / num_training_batches
                                             for n in norms]

@@ -122,6 +122,129 @@ def counting():
     yield COUNTS
 
 
+# -- Streams, stream capture and CUDA graphs ----------------------------------
+#
+# CUDA does not run work queued on a capturing stream: it records it as
+# a graph, and a graph launch replays it.  Here, while a stream
+# captures, an operation that writes into existing arrays (in place,
+# ``out=``, a kernel's arguments) is only recorded; one that makes new
+# arrays runs (its arrays must exist) and records how to compute them
+# again into the same arrays.  A graph's launch replays the records in
+# order: one launch, whatever it holds.  As CUDA and CuPy do, capture
+# refuses syncs and host<->device copies, cuBLAS and cuRAND (CuPy raises
+# NotImplementedError for both); stricter than CuPy, it refuses memory
+# from the default pool (a block freed after the capture goes back to the
+# pool while the graph still writes to it: capture with
+# ``cuda.using_allocator`` of a pool of the graph's own).
+
+class _Capture:
+    def __init__(self):
+        self.records = []
+
+
+class _Graph:
+    """``cupy.cuda.Graph``, as a stream capture made it."""
+
+    def __init__(self, records):
+        self._records = records
+
+    def launch(self, stream=None):
+        _refuse_in_capture("a graph launch")
+        COUNTS.add("launches", detail="graph of {}".format(len(self._records)))
+        with _quiet():
+            for record in self._records:
+                record()
+
+    def upload(self, stream=None):
+        pass
+
+
+class _Stream:
+    """``cupy.cuda.Stream``: the current stream inside ``with``."""
+
+    def __init__(self, null=False, non_blocking=False, ptds=False,
+                 priority=None):
+        self.ptr = 0 if null else id(self)
+        self._capture = None
+        self._previous = []
+
+    def __enter__(self):
+        global _CURRENT_STREAM
+        self._previous.append(_CURRENT_STREAM)
+        _CURRENT_STREAM = self
+        return self
+
+    def __exit__(self, *exc):
+        global _CURRENT_STREAM
+        _CURRENT_STREAM = self._previous.pop()
+        return False
+
+    def use(self):
+        global _CURRENT_STREAM
+        _CURRENT_STREAM = self
+        return self
+
+    def synchronize(self):
+        _refuse_in_capture("a stream synchronize")
+        COUNTS.add("syncs")
+
+    def begin_capture(self, mode=None):
+        if self.ptr == 0:
+            raise RuntimeError("cannot capture on the default (legacy) stream")
+        if self._capture is not None:
+            raise RuntimeError("the stream is capturing already")
+        self._capture = _Capture()
+
+    def end_capture(self):
+        if self._capture is None:
+            raise RuntimeError("the stream is not capturing")
+        capture, self._capture = self._capture, None
+        return _Graph(capture.records)
+
+    def is_capturing(self):
+        return self._capture is not None
+
+
+def _capture():
+    """The capture of the current stream, or None."""
+    return _CURRENT_STREAM._capture
+
+
+def _refuse_in_capture(what):
+    if _capture() is not None:
+        raise RuntimeError("the current stream is capturing, so {} is not "
+                           "allowed (cudaErrorStreamCaptureUnsupported)"
+                           .format(what))
+
+
+def _launch(n, compute, writes=False, detail=None):
+    """Run ``compute()``, NumPy's work for ``n`` CUDA launches, and
+    return its result; ``writes``: it writes into existing arrays.
+    While the current stream captures: recorded, and run now only if
+    it makes new arrays (recomputed into them at each replay)."""
+    capture = _capture()
+    if capture is None:
+        COUNTS.add("launches", n, detail)
+        with _quiet():
+            return compute()
+    if writes:
+        capture.records.append(compute)
+        return None
+    with _quiet():
+        result = compute()
+    if n:
+        capture.records.append(lambda: _copy_into(result, compute()))
+    return result
+
+
+def _copy_into(result, new):
+    if isinstance(result, tuple):
+        for r, n in zip(result, new):
+            _copy_into(r, n)
+    elif isinstance(result, numpy.ndarray):
+        numpy.copyto(result, new)
+
+
 def _call_site():
     cupy_dir = _CUPY_DIR or "\0"
     frame = sys._getframe(2)
@@ -150,19 +273,32 @@ def _unwrap(x):
 
 def _wrap(result, inputs=(), out=None):
     """Wrap NumPy's ``result`` as double arrays (scalars become 0-d
-    arrays); count an allocation for each array that owns new memory."""
-    if isinstance(result, tuple):
-        return tuple(_wrap(r, inputs, out) for r in result)
-    if out is not None and result is out._a:
+    arrays); count an allocation for each array that owns new memory.
+    ``out``: the result is that array (also while capturing, when the
+    work is only recorded)."""
+    if out is not None:
         return out
+    if isinstance(result, tuple):
+        return tuple(_wrap(r, inputs) for r in result)
     if not isinstance(result, numpy.ndarray):
         if not isinstance(result, (numpy.generic, bool, int, float, complex)):
             return result
         result = numpy.asarray(result)
     if not any(numpy.may_share_memory(result, i) for i in inputs
                if isinstance(i, numpy.ndarray)):
-        COUNTS.add("allocations", nbytes=result.nbytes)
+        _allocated(result.nbytes)
     return _new(result)
+
+
+def _allocated(nbytes):
+    """Count an allocation; refused from the default pool in a capture."""
+    if _capture() is not None and _ALLOCATOR is None:
+        raise RuntimeError(
+            "an array allocated from the default memory pool during stream "
+            "capture: freed after it, its memory could be reused while the "
+            "graph still uses it (capture with cupy.cuda.using_allocator of "
+            "a pool that the graph keeps)")
+    COUNTS.add("allocations", nbytes=nbytes)
 
 
 def _quiet():
@@ -182,8 +318,15 @@ def _host_data(x):
 
 
 def _sync_download(n=1):
+    _refuse_in_capture("a device-to-host copy")
     COUNTS.add("syncs", n)
     COUNTS.add("downloads", n)
+
+
+def _upload(n=1):
+    if n:
+        _refuse_in_capture("a host-to-device copy")
+    COUNTS.add("uploads", n)
 
 
 class _MemoryPointer:
@@ -213,9 +356,9 @@ def _index(key):
             unwrapped.append(numpy.asarray(k))
         else:
             unwrapped.append(k)
-    COUNTS.add("uploads", uploads)
-    COUNTS.add("syncs", syncs)
-    COUNTS.add("downloads", syncs)
+    _upload(uploads)
+    if syncs:
+        _sync_download(syncs)
     return (tuple(unwrapped) if isinstance(key, tuple) else unwrapped[0]), \
         min(launches, 1) + (1 if syncs else 0)
 
@@ -231,7 +374,7 @@ class ndarray:
                  order="C"):
         if memptr is None:
             self._a = numpy.empty(shape, dtype, order=order)
-            COUNTS.add("allocations", nbytes=self._a.nbytes)
+            _allocated(self._a.nbytes)
         else:
             self._a = numpy.lib.stride_tricks.as_strided(
                 memptr._a, shape, strides)
@@ -275,39 +418,42 @@ class ndarray:
 
     def nonzero(self):
         _sync_download()
-        COUNTS.add("launches", 2)
-        return _wrap(self._a.nonzero())
+        return _wrap(_launch(2, self._a.nonzero))
 
     def set(self, arr, stream=None):
-        COUNTS.add("uploads")
+        _upload()
         self._a[...] = numpy.asarray(arr)
 
     # Indexing.
     def __getitem__(self, key):
         index, launches = _index(key)
-        COUNTS.add("launches", launches)
-        return _wrap(self._a[index], (self._a,))
+        a = self._a
+        return _wrap(_launch(launches, lambda: a[index]), (a,))
 
     def __setitem__(self, key, value):
         index, launches = _index(key)
         if isinstance(value, ndarray):
             value = value._a
         elif isinstance(value, (numpy.ndarray, list, tuple)):
-            COUNTS.add("uploads")
-        COUNTS.add("launches", max(launches, 1))
-        self._a[index] = value
+            _upload()
+        a = self._a
+
+        def assign():
+            a[index] = value
+        _launch(max(launches, 1), assign, writes=True)
 
     # Views: no launch, unless the view needs a copy (then one, as CuPy).
-    def _view_or_copy(self, result):
-        if not numpy.may_share_memory(result, self._a):
-            COUNTS.add("launches")
-        return _wrap(result, (self._a,))
+    def _view_or_copy(self, compute):
+        result = compute()
+        if numpy.may_share_memory(result, self._a):
+            return _wrap(result, (self._a,))
+        return _wrap(_launch(1, compute), (self._a,))
 
     def astype(self, dtype, order="K", casting=None, subok=None, copy=True):
         if not copy and numpy.dtype(dtype) == self.dtype:
             return self
-        COUNTS.add("launches")
-        return _wrap(self._a.astype(dtype, order=order))
+        a = self._a
+        return _wrap(_launch(1, lambda: a.astype(dtype, order=order)))
 
     def __matmul__(self, other):
         return matmul(self, other)
@@ -342,13 +488,14 @@ def _method(name, kind):
     def method(self, *args, **kwargs):
         check(*args, **kwargs)
         out = kwargs.get("out")
-        with _quiet():
-            result = np_method(self._a, *_unwrap(args), **{
-                k: _unwrap(v) for k, v in kwargs.items()})
+        a, np_args = self._a, _unwrap(args)
+        np_kwargs = {k: _unwrap(v) for k, v in kwargs.items()}
+
+        def compute():
+            return np_method(a, *np_args, **np_kwargs)
         if kind == "view":
-            return self._view_or_copy(result)
-        COUNTS.add("launches")
-        return _wrap(result, (), out)
+            return self._view_or_copy(compute)
+        return _wrap(_launch(1, compute, writes=out is not None), (), out)
     method.__name__ = name
     return method
 
@@ -361,21 +508,19 @@ def _operator(ufunc, reflected=False, inplace=False):
             other = other._a
         elif not isinstance(other, (numpy.generic, bool, int, float, complex)):
             return NotImplemented
-        COUNTS.add("launches")
-        with _quiet():
-            if inplace:
-                ufunc(self._a, other, out=self._a)
-                return self
-            args = (other, self._a) if reflected else (self._a, other)
-            return _wrap(ufunc(*args))
+        a = self._a
+        if inplace:
+            _launch(1, lambda: ufunc(a, other, out=a), writes=True)
+            return self
+        args = (other, a) if reflected else (a, other)
+        return _wrap(_launch(1, lambda: ufunc(*args)))
     return op
 
 
 def _unary(ufunc):
     def op(self):
-        COUNTS.add("launches")
-        with _quiet():
-            return _wrap(ufunc(self._a))
+        a = self._a
+        return _wrap(_launch(1, lambda: ufunc(a)))
     return op
 
 
@@ -488,11 +633,10 @@ def _function(name, np_fn, cupy_fn):
         out = kwargs.get("out")
         np_args = _unwrap(args)
         np_kwargs = {k: _unwrap(v) for k, v in kwargs.items()}
-        with _quiet():
-            result = np_fn(*np_args, **np_kwargs)
         if syncs:
             _sync_download()
-        COUNTS.add("launches", launches)
+        result = _launch(launches, lambda: np_fn(*np_args, **np_kwargs),
+                         writes=out is not None)
         return _wrap(result, (), out)
     fn.__name__ = name
     return fn
@@ -504,13 +648,12 @@ def asarray(a, dtype=None, order=None, *, copy=None, blocking=False):
     if isinstance(a, ndarray):
         if dtype is None or numpy.dtype(dtype) == a.dtype:
             return a
-        COUNTS.add("launches")
-        return _wrap(a._a.astype(dtype))
+        return a.astype(dtype)
     if not _host_data(a):
         raise TypeError("cupy.asarray: unsupported type {}".format(type(a)))
-    COUNTS.add("uploads")
+    _upload()
     host = numpy.array(a, dtype=dtype, order=order or "K")
-    COUNTS.add("allocations", nbytes=host.nbytes)
+    _allocated(host.nbytes)
     return _new(host)
 
 
@@ -520,8 +663,9 @@ def array(obj, dtype=None, copy=True, order="K", subok=False, ndmin=0,
             dtype is None or numpy.dtype(dtype) == obj.dtype):
         return obj
     if isinstance(obj, ndarray):
-        COUNTS.add("launches")
-        return _wrap(numpy.array(obj._a, dtype=dtype, order=order, ndmin=ndmin))
+        a = obj._a
+        return _wrap(_launch(1, lambda: numpy.array(a, dtype=dtype, order=order,
+                                                     ndmin=ndmin)))
     return asarray(numpy.array(obj, dtype=dtype, ndmin=ndmin))
 
 
@@ -530,19 +674,23 @@ def ascontiguousarray(a, dtype=None):
         raise TypeError("Unsupported type {}".format(type(a)))
     if a.flags.c_contiguous and (dtype is None or numpy.dtype(dtype) == a.dtype):
         return a
-    COUNTS.add("launches")
-    return _wrap(numpy.ascontiguousarray(a._a, dtype=dtype))
+    a_ = a._a
+    return _wrap(_launch(1, lambda: numpy.ascontiguousarray(a_, dtype=dtype)))
 
 
 def matmul(a, b, out=None, **kwargs):
     """A cuBLAS product: one launch, plus a copy of each operand that
     is neither C- nor F-contiguous (CuPy makes it contiguous first)."""
+    if _capture() is not None:
+        raise NotImplementedError("calling cuBLAS API during stream capture is "
+                                  "currently unsupported")
     a_, b_ = _unwrap(a), _unwrap(b)
     copies = sum(1 for m in (a_, b_) if isinstance(m, numpy.ndarray) and
                  not (m.flags.c_contiguous or m.flags.f_contiguous))
     COUNTS.add("launches", 1 + copies)
     COUNTS.add("allocations", copies)
-    return _wrap(numpy.matmul(a_, b_, out=_unwrap(out)), (), out)
+    with _quiet():
+        return _wrap(numpy.matmul(a_, b_, out=_unwrap(out)), (), out)
 
 
 def asnumpy(a, stream=None, order="C", out=None, blocking=True):
@@ -572,6 +720,9 @@ class _Generator:
 
         def draw(*args, **kwargs):
             check(*args, **kwargs)
+            if _capture() is not None:
+                raise NotImplementedError("calling cuRAND API during stream "
+                                          "capture is currently unsupported")
             COUNTS.add("launches")
             out = kwargs.get("out")
             return _wrap(np_method(*_unwrap(args), **{
@@ -613,8 +764,9 @@ class _RawKernelFunction:
                 for a in args]  # CuPy passes Python ints and floats so
         if any(isinstance(a, numpy.ndarray) for a in args):
             raise TypeError("Unsupported type {}".format(numpy.ndarray))
-        COUNTS.add("launches", detail=self.name)
-        self._module.launch(self.name, grid, block, _unwrap(list(args)))
+        module, name, np_args = self._module, self.name, _unwrap(list(args))
+        _launch(1, lambda: module.launch(name, grid, block, np_args),
+                writes=True, detail=name)
 
 
 class _MemoryPool:
@@ -638,11 +790,6 @@ class _MemoryPool:
 _POOL = _MemoryPool()
 
 
-class _Stream:
-    def synchronize(self):
-        COUNTS.add("syncs")
-
-
 class _Device:
     def __init__(self, device=None):
         self.id = device or 0
@@ -657,7 +804,30 @@ class _Device:
         return False
 
 
-_STREAM = _Stream()
+_CURRENT_STREAM = _Stream(null=True)  # the legacy default stream
+_ALLOCATOR = None  # None: the default memory pool
+
+
+class _PrivatePool:
+    """``cupy.cuda.MemoryPool()``: its ``malloc``, for ``using_allocator``."""
+
+    def malloc(self, size):
+        return size
+
+    def free_all_blocks(self, stream=None):
+        pass
+
+
+@contextlib.contextmanager
+def using_allocator(allocator=None):
+    """``cupy.cuda.using_allocator``: arrays made inside come from
+    ``allocator`` (here, only whether it is the default pool matters)."""
+    global _ALLOCATOR
+    saved, _ALLOCATOR = _ALLOCATOR, allocator
+    try:
+        yield
+    finally:
+        _ALLOCATOR = saved
 
 
 def _cuda_namespace(real):
@@ -673,7 +843,9 @@ def _cuda_namespace(real):
     memory = types.SimpleNamespace(
         OutOfMemoryError=real.cuda.memory.OutOfMemoryError)
     return types.SimpleNamespace(runtime=runtime, memory=memory,
-                                 get_current_stream=lambda: _STREAM,
+                                 get_current_stream=lambda: _CURRENT_STREAM,
+                                 Stream=_Stream, MemoryPool=_PrivatePool,
+                                 using_allocator=using_allocator,
                                  Device=_Device, is_available=lambda: True)
 
 

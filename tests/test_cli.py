@@ -172,6 +172,8 @@ def test_errors_are_clear_and_early(tmp_path):
     assert p.returncode == 2 and "--eta: must be positive" in p.stderr
     p = gpunn("train", "--resume", tmp_path / "nowhere")
     assert p.returncode == 2 and "run.json" in p.stderr
+    p = gpunn("train", "network2", "--no-graph", "--backend", "numpy")
+    assert p.returncode == 2 and "--no-graph is for chapter 6" in p.stderr
 
 
 def test_console_script_where_installed():
@@ -210,7 +212,18 @@ def test_the_command_line_on_cupy(tmp_path, cupy_kind):
     for key in whole:
         numpy.testing.assert_array_equal(resumed[key], whole[key])
     records = [json.loads(line) for line in open(tmp_path / "whole" / "log.jsonl")]
-    assert all(r["backend"] == "cupy" for r in records)
+    assert all(r["backend"] == "cupy" and r["cuda_graph"] for r in records)
+    # --no-graph: each step eager; the same network, to rounding.
+    ok(gpunn("train", "basic_conv", "--seed", "5", "--quiet", *quick,
+             "--epochs", "2", "--no-graph", "--out", tmp_path / "eager"))
+    eager_records = [json.loads(line)
+                     for line in open(tmp_path / "eager" / "log.jsonl")]
+    assert not any(r["cuda_graph"] for r in eager_records)
+    assert json.load(open(tmp_path / "eager" / "run.json"))["graph"] is False
+    eager = weights(tmp_path / "eager" / "network.npz")
+    for key in whole:
+        numpy.testing.assert_allclose(eager[key], whole[key], rtol=1e-4,
+                                      atol=1e-5)
 
     # A network trained on CuPy evaluates on CuPy and on NumPy alike.
     model = tmp_path / "whole" / "network.npz"

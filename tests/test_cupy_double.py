@@ -120,3 +120,57 @@ def test_counting_gpus_opens_no_cuda_context_here(cp):
         assert backend.gpu_count() == 1
     assert counts.totals() == dict.fromkeys(cupy_double.KINDS, 0)
     assert backend._cupy is None
+
+
+def test_a_capture_records_and_a_graph_launch_replays(cp):
+    """As CUDA: work queued while a stream captures does not run; each
+    launch of the graph runs all of it, as one launch."""
+    a = cp.zeros(3, dtype=numpy.float64)
+    stream = cp.cuda.Stream(non_blocking=True)
+    pool = cp.cuda.MemoryPool()
+    with stream, cp.cuda.using_allocator(pool.malloc):
+        stream.begin_capture()
+        assert stream.is_capturing()
+        a += 1
+        b = a * 2  # a new array: its values come at each replay
+        a[1:] += b[:2]
+        graph = stream.end_capture()
+    assert a.get().tolist() == [0, 0, 0]
+    with cupy_double.counting() as counts:
+        graph.launch()
+    assert counts.totals()["launches"] == 1
+    assert a.get().tolist() == [1, 3, 3] and b.get().tolist() == [2, 2, 2]
+    graph.launch()
+    assert a.get().tolist() == [2, 8, 12] and b.get().tolist() == [4, 8, 8]
+
+
+@pytest.mark.parametrize("work, error", [
+    (lambda cp, a: float(a.sum()), "capturing"),
+    (lambda cp, a: a.get(), "capturing"),
+    (lambda cp, a: cp.asarray(numpy.ones(3)), "capturing"),
+    (lambda cp, a: cp.cuda.get_current_stream().synchronize(), "capturing"),
+    (lambda cp, a: a @ a, "cuBLAS"),
+    (lambda cp, a: cp.random.default_rng(0).random(3), "cuRAND"),
+])
+def test_a_capture_refuses_what_cuda_and_cupy_refuse(cp, work, error):
+    a = cp.ones(3, dtype=numpy.float64)
+    stream = cp.cuda.Stream(non_blocking=True)
+    with stream, cp.cuda.using_allocator(cp.cuda.MemoryPool().malloc):
+        stream.begin_capture()
+        try:
+            with pytest.raises((RuntimeError, NotImplementedError), match=error):
+                work(cp, a)
+        finally:
+            stream.end_capture()
+
+
+def test_a_capture_refuses_memory_from_the_default_pool(cp):
+    a = cp.ones(3, dtype=numpy.float64)
+    stream = cp.cuda.Stream(non_blocking=True)
+    with stream:
+        stream.begin_capture()
+        with pytest.raises(RuntimeError, match="default memory pool"):
+            a * 2
+        stream.end_capture()
+    with pytest.raises(RuntimeError, match="legacy"):
+        cp.cuda.get_current_stream().begin_capture()

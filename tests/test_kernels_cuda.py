@@ -224,6 +224,28 @@ def test_dropout_equals_the_generic_one(on_double, monkeypatch, shape,
     assert launches == 1
 
 
+@pytest.mark.parametrize("M, K, N", [(1, 1, 1), (10, 640, 100), (5760, 25, 20),
+                                     (7, 3, 5)])
+@pytest.mark.parametrize("a_layout", ["contiguous", "transposed"])
+@pytest.mark.parametrize("b_layout", ["contiguous", "transposed"])
+def test_gemm_equals_the_product(on_double, M, K, N, a_layout, b_layout):
+    """Operands read through their strides (a transposed view: no copy),
+    into a new array or a given one."""
+    rng = numpy.random.default_rng(M + K + N)
+    a, b = rng.normal(size=(M, K)), rng.normal(size=(K, N))
+    a_dev = backend.asarray(a) if a_layout == "contiguous" else \
+        backend.asarray(a.T.copy()).T
+    b_dev = backend.asarray(b) if b_layout == "contiguous" else \
+        backend.asarray(b.T.copy()).T
+    with cupy_double.counting() as counts:
+        c = kernels_cuda.gemm(a_dev, b_dev)
+    assert counts.totals()["launches"] == 1 and counts.total("allocations") == 1
+    assert_close(backend.to_numpy(c), a @ b, TOLERANCE[on_double])
+    out = backend.xp.zeros((M, N), dtype=on_double)
+    assert kernels_cuda.gemm(a_dev, b_dev, out) is out
+    assert_close(backend.to_numpy(out), a @ b, TOLERANCE[on_double])
+
+
 @pytest.mark.parametrize("name", list(EXPERIMENTS))
 def test_training_on_the_fused_kernels_equals_the_generic_path(
         on_double, monkeypatch, name):
