@@ -1,6 +1,7 @@
 """Seconds per 50,000-image training epoch of each chapter-6 model, for
-each backend (gpunn on NumPy and CuPy; the PyTorch peer on CPU and CUDA)
-and mini-batch size (10, the book's; 64; 256).
+each backend (gpunn on NumPy and CuPy, on CuPy both eager and with the
+step captured as a CUDA graph, "gpunn-cupy-graph"; the PyTorch peer on
+CPU and CUDA) and mini-batch size (10, the book's; 64; 256).
 
 How the epoch time is obtained: after a warm-up of 3 steps, each timed
 round runs ``steps`` consecutive training steps (the body of network3's
@@ -32,7 +33,7 @@ that device could not be measured.
 import pytest
 
 import gpunn
-from gpunn import backend
+from gpunn import backend, cuda_graph
 from gpunn.experiments import EXPERIMENTS
 
 from benchmarks.machine import (cupy_or_none, fraction_of_peak, machine,
@@ -40,7 +41,8 @@ from benchmarks.machine import (cupy_or_none, fraction_of_peak, machine,
 from benchmarks.flops import EPOCH_IMAGES, flops_per_epoch
 
 MINI_BATCH_SIZES = (10, 64, 256)
-BACKENDS = ("gpunn-numpy", "gpunn-cupy", "torch-cpu", "torch-cuda")
+BACKENDS = ("gpunn-numpy", "gpunn-cupy", "gpunn-cupy-graph", "torch-cpu",
+            "torch-cuda")
 ROUNDS, WARMUP_STEPS = 5, 3
 
 
@@ -55,13 +57,23 @@ def mnist():
 def trainer(name, experiment, mini_batch_size, x, y):
     """Return ``(step, synchronize)`` for one backend: ``step(i)`` trains
     on the i-th mini-batch of ``x``, ``y``."""
-    framework, device = name.split("-")
+    framework, device = name.split("-")[:2]
     gpunn.use("cupy" if device == "cupy" else "numpy", "float32", seed=0)
     net = experiment.network(mini_batch_size)
     n_batches = EPOCH_IMAGES // mini_batch_size
     eta, lmbda = experiment.eta, experiment.lmbda
     batches = [slice(k * mini_batch_size, (k + 1) * mini_batch_size)
                for k in range(n_batches)]
+
+    if name == "gpunn-cupy-graph":  # SGD's captured step (cuda_graph.py)
+        x, y = net._checked_data((x, y), "training_data")
+        captured = cuda_graph.CapturedStep(net, x, y, eta, lmbda, n_batches)
+
+        def step(i):
+            if i % n_batches == 0:
+                captured.start_epoch()
+            captured.step(i % n_batches)
+        return step, backend.synchronize
 
     if framework == "gpunn":
         x, y = net._inputs(x), net._labels(y)  # the whole set, on the device
@@ -88,7 +100,7 @@ def trainer(name, experiment, mini_batch_size, x, y):
 def allocator(name):
     """``{"cupy": module}`` or ``{"torch": module}``: the library whose
     GPU memory a case of backend ``name`` uses; {} on the CPU."""
-    if name == "gpunn-cupy":
+    if name.startswith("gpunn-cupy"):
         return {"cupy": cupy_or_none()}
     if name == "torch-cuda":
         import torch
@@ -97,7 +109,7 @@ def allocator(name):
 
 
 def skip_reason(name):
-    framework, device = name.split("-")
+    framework, device = name.split("-")[:2]
     if framework == "torch":
         try:
             import torch

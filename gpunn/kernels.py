@@ -4,7 +4,9 @@
 The array work of network3's layers: valid convolution through im2col
 and a matrix product, its backward pass through col2im, max-pooling with
 its backward pass, the ConvPoolLayer's pooling-bias-activation and its
-backward pass, and the softmax layer's output, cost and error.
+backward pass, the softmax layer's output, cost and error, dropout
+masks (from Philox4x32-10, a counter-based generator), and the SGD
+step of all of a network's parameters at once.
 
 Everything here is written once against the array module of its inputs
 (NumPy or CuPy).  These generic versions are the reference.  A faster,
@@ -23,6 +25,10 @@ bias_activation                   CuPy: kernels_cuda (CUDA C)
 delta_bias_gradient               CuPy: kernels_cuda (CUDA C)
 softmax_cost_delta                CuPy: kernels_cuda (CUDA C)
 sgd_step                          CuPy: kernels_cuda (CUDA C)
+dropout                           NumPy: kernels_cpu.dropout (numba)
+                                  CuPy: kernels_cuda.dropout (CUDA C)
+matmul                            CuPy, in a captured step:
+                                  kernels_cuda.gemm (CUDA C)
 ================================  ===============================
 
 Shapes are network3's: images ``x`` are (N, C, H, W) (mini-batch, maps,

@@ -19,6 +19,12 @@ NumPy does the arithmetic.  Everything else is held to CuPy:
   kernels thread by thread (``tests/cuda_on_cpu.py``); arguments are
   checked against the kernels' parameter types, and a call is one
   launch.
+- Stream capture (``cuda.Stream``, ``begin_capture``, ``end_capture``,
+  a graph's ``launch``): captured work is recorded, not run, and replayed
+  by each launch of the graph, which counts one launch.  Syncs, copies,
+  cuBLAS and cuRAND are refused during a capture, as CUDA and CuPy
+  refuse them, and so is memory from the default pool (stricter than
+  CuPy: see "Streams, stream capture and CUDA graphs" below).
 
 What it counts, per call site (the first frame outside this module and
 CuPy): ``launches`` (each operation that would run a CUDA kernel; a
@@ -34,8 +40,10 @@ NumPy's loops (type promotion of unusual mixes, integer overflow); CUDA
 compilation (NVRTC) and cuBLAS/cuRAND errors; out-of-bounds indices,
 which CuPy wraps where NumPy raises; the numbers CuPy's random
 generators draw (the double draws NumPy's); launches hidden inside a
-CuPy routine written in Cython (each counts as one); timing, streams and
-memory-pool behaviour.
+CuPy routine written in Cython (each counts as one); timing, streams
+(all work is in order) and memory-pool behaviour; what else a real
+driver refuses during a capture (CuPy's own lazy initializations, say),
+and whether a graph's replay is as fast as hoped.
 
 Use: ``install()`` makes ``import cupy`` give the double (the tests'
 fixtures do it, and ``hook_folder()`` makes a folder whose

@@ -17,7 +17,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 @pytest.mark.gpu
 def test_every_model_has_a_gpunn_cupy_case_that_runs(cupy_kind):
-    """Each chapter-6 model at mini-batch 10, one untimed step, in a
+    """Each chapter-6 model at mini-batch 10, one untimed step (eager, and
+    on the graph: the first step and the capture), in a
     pytest subprocess (the double reaches it through the tests' hook)."""
     if cupy_kind == "gpu":
         skip_without_cupy()
@@ -26,7 +27,8 @@ def test_every_model_has_a_gpunn_cupy_case_that_runs(cupy_kind):
          "-p", "no:cacheprovider", "-k=-10-gpunn-cupy", "-rs"],
         cwd=REPO, capture_output=True, text=True, timeout=600)
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-2000:]
-    assert "12 passed" in p.stdout and "skipped" not in p.stdout, p.stdout[-2000:]
+    # gpunn-cupy and gpunn-cupy-graph
+    assert "24 passed" in p.stdout and "skipped" not in p.stdout, p.stdout[-2000:]
 
 
 def test_peak_memory_of_a_cupy_case(on_cupy_double):

@@ -36,7 +36,15 @@ def train(name, graph, dtype, epochs=2, seed=5, history=None, net=None):
     return history, [backend.to_numpy(p).copy() for p in net.params], net
 
 
-@pytest.mark.parametrize("name", list(EXPERIMENTS))
+# Each kind of layer, activation and dropout in the default run; the
+# other models (the same layers in other sizes) with -m slow.
+DEFAULT_MODELS = ("shallow", "omit_FC", "dbl_conv", "dbl_conv_relu",
+                  "double_fc_dropout")
+
+
+@pytest.mark.parametrize("name", [
+    name if name in DEFAULT_MODELS else pytest.param(name, marks=pytest.mark.slow)
+    for name in EXPERIMENTS])
 def test_training_on_the_graph_equals_training_eagerly(on_double, name):
     """Two epochs; dropout masks included (double_fc_dropout)."""
     eager, eager_weights, _ = train(name, False, on_double)
