@@ -499,7 +499,7 @@ _no_states = {}
 def _no_state(xp):
     """A state array that the kernels are told not to read."""
     if id(xp) not in _no_states:
-        _no_states[id(xp)] = xp.zeros(STATE_SIZE, dtype=numpy.uint64)
+        _no_states[id(xp)] = xp.empty(STATE_SIZE, dtype=numpy.uint64)
     return _no_states[id(xp)]
 
 

@@ -10,10 +10,15 @@ import gpunn
 from gpunn import backend, cuda_graph, kernels
 from gpunn.experiments import EXPERIMENTS
 from tests import cupy_double
+from tests.helpers import skip_without_cupy
 
 
 @pytest.fixture(params=["float64", "float32"])
-def on_double(request, on_cupy_double):
+def on_cupy(request, cupy_kind):
+    """CuPy in each float type: the double in the default run (its
+    variant of each gpu-marked test), real CuPy on a GPU."""
+    if cupy_kind == "gpu":
+        skip_without_cupy()
     gpunn.use("cupy", request.param, seed=0)
     return request.param
 
@@ -45,13 +50,14 @@ DEFAULT_MODELS = ("shallow", "omit_FC", "dbl_conv", "dbl_conv_relu",
 @pytest.mark.parametrize("name", [
     name if name in DEFAULT_MODELS else pytest.param(name, marks=pytest.mark.slow)
     for name in EXPERIMENTS])
-def test_training_on_the_graph_equals_training_eagerly(on_double, name):
+@pytest.mark.gpu
+def test_training_on_the_graph_equals_training_eagerly(on_cupy, name):
     """Two epochs; dropout masks included (double_fc_dropout)."""
-    eager, eager_weights, _ = train(name, False, on_double)
-    graphed, graphed_weights, _ = train(name, True, on_double)
+    eager, eager_weights, _ = train(name, False, on_cupy)
+    graphed, graphed_weights, _ = train(name, True, on_cupy)
     assert [r["cuda_graph"] for r in graphed] == [True, True]
     assert [r["cuda_graph"] for r in eager] == [False, False]
-    tolerance = 1e-10 if on_double == "float64" else 1e-4
+    tolerance = 1e-10 if on_cupy == "float64" else 1e-4
     for e, g in zip(eager, graphed):
         assert g["training_cost"] == pytest.approx(e["training_cost"],
                                                    rel=tolerance)
@@ -60,19 +66,24 @@ def test_training_on_the_graph_equals_training_eagerly(on_double, name):
         numpy.testing.assert_allclose(got, want, rtol=tolerance, atol=tolerance)
 
 
-def test_a_resumed_run_on_the_graph_ends_as_an_uninterrupted_one(on_double):
-    _, whole, _ = train("double_fc_dropout", True, on_double, epochs=3)
-    history, _, net = train("double_fc_dropout", True, on_double, epochs=1)
-    _, resumed, _ = train("double_fc_dropout", True, on_double, epochs=3,
+@pytest.mark.gpu
+def test_a_resumed_run_on_the_graph_ends_as_an_uninterrupted_one(on_cupy):
+    _, whole, _ = train("double_fc_dropout", True, on_cupy, epochs=3)
+    history, _, net = train("double_fc_dropout", True, on_cupy, epochs=1)
+    _, resumed, _ = train("double_fc_dropout", True, on_cupy, epochs=3,
                           history=history, net=net)
     for got, want in zip(resumed, whole):
         numpy.testing.assert_array_equal(got, want)
 
 
 @pytest.mark.parametrize("name", ["dbl_conv_relu", "double_fc_dropout"])
-def test_a_captured_step_is_one_launch_and_nothing_else(on_double, name):
+@pytest.mark.gpu
+def test_a_captured_step_is_one_launch_and_nothing_else(on_cupy, name,
+                                                       cupy_kind):
+    if cupy_kind == "gpu":
+        pytest.skip("launches are counted on the CuPy double")
     experiment = EXPERIMENTS[name]
-    gpunn.use("cupy", on_double, seed=3)
+    gpunn.use("cupy", on_cupy, seed=3)
     net = experiment.network(10)
     x, y = net._checked_data(data(40, 1), "training_data")
     step = cuda_graph.CapturedStep(net, x, y, experiment.eta, 0.5, 4)
@@ -90,7 +101,11 @@ def test_a_captured_step_is_one_launch_and_nothing_else(on_double, name):
     assert counts.totals()["uploads"] == 1 and counts.total("launches") == 0
 
 
-def test_an_epoch_on_the_graph_reads_the_device_at_most_ten_times(on_double):
+@pytest.mark.gpu
+def test_an_epoch_on_the_graph_reads_the_device_at_most_ten_times(on_cupy,
+                                                                  cupy_kind):
+    if cupy_kind == "gpu":
+        pytest.skip("syncs are counted on the CuPy double")
     net = EXPERIMENTS["dbl_conv_relu"].network(10)
     syncs = []
     with cupy_double.counting() as counts:
@@ -100,23 +115,25 @@ def test_an_epoch_on_the_graph_reads_the_device_at_most_ten_times(on_double):
     assert max(numpy.diff(syncs)) <= 10, counts.report("syncs")
 
 
+@pytest.mark.gpu
 def test_a_failed_capture_leaves_the_run_eager_with_a_warning(
-        on_double, monkeypatch):
+        on_cupy, monkeypatch):
     """cuBLAS in the capture, which CuPy refuses: the run goes on eagerly
     and ends as an eager run does."""
-    eager, eager_weights, _ = train("basic_conv", False, on_double, epochs=1)
+    eager, eager_weights, _ = train("basic_conv", False, on_cupy, epochs=1)
     monkeypatch.setattr(kernels, "matmul", lambda a, b, out=None:
                         backend.xp.matmul(a, b, out=out))
     with pytest.warns(RuntimeWarning, match="capturing the training step "
                       "failed .*cuBLAS"):
-        failed, failed_weights, _ = train("basic_conv", True, on_double,
+        failed, failed_weights, _ = train("basic_conv", True, on_cupy,
                                           epochs=1)
     assert failed[0]["cuda_graph"] is False
     for got, want in zip(failed_weights, eager_weights):
         numpy.testing.assert_array_equal(got, want)
 
 
-def test_the_graph_is_used_as_the_sgd_option_says(on_double, monkeypatch):
+@pytest.mark.gpu
+def test_the_graph_is_used_as_the_sgd_option_says(on_cupy, monkeypatch):
     """"auto": up to cuda_graph.LARGEST_MINI_BATCH, not when gradients are
     monitored; False: never; and never on NumPy."""
     def graph_used(graph, mini_batch_size=10, monitor_gradients=False):
@@ -132,5 +149,5 @@ def test_the_graph_is_used_as_the_sgd_option_says(on_double, monkeypatch):
     assert not graph_used("auto") and graph_used(True)
     with pytest.raises(gpunn.ConfigError, match="graph must be"):
         graph_used("yes")
-    gpunn.use("numpy", on_double, seed=0)
+    gpunn.use("numpy", on_cupy, seed=0)
     assert not graph_used(True)
