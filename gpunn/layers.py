@@ -57,11 +57,13 @@ class Layer:
     # The storage's axes, as axes of w (None: w itself).  A conv layer
     # keeps its filters channels-last, (F, KH, KW, C), as its patches are.
     storage_axes = None
+    network = None  # the Network whose flat arrays hold the storage
 
     def set_parameters(self, w, b):
         """Give the layer storage of its own, holding ``w`` and ``b``
         (arrays of any backend, in w's and b's shapes) on the active
         backend, and zero gradients beside them."""
+        self.network = None
         w, b = backend.asarray(w), backend.asarray(b)
         if self.storage_axes is not None:
             w = w.transpose(self.storage_axes)

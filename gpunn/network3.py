@@ -97,6 +97,7 @@ class Network:
             layer.use_storage(*(flat[r].reshape(shape) for flat in (
                 self.flat_params, self.flat_nablas) for r, shape in (
                     (w_range, w.shape), (b_range, b.shape))))
+            layer.network = self
             w_start, b_start = w_range.stop, b_range.stop
 
     @property
@@ -171,6 +172,11 @@ class Network:
         the cost is written into the 0-d array ``cost`` if given.
         If ``gradient_norms`` is a list, the norm of each layer's nabla_w
         is added to its entries (device scalars: no synchronization)."""
+        for j, layer in enumerate(self.layers):
+            if layer.network is not self:  # its w and b are not in flat_params
+                raise ConfigError("layer {} ({!r}) is now a layer of another "
+                                  "Network; give each Network layers of its "
+                                  "own".format(j, layer))
         _, nabla_w, cost = self._backprop(x, y, cost)
         if gradient_norms is not None:
             xp = get_array_module(x)

@@ -132,3 +132,16 @@ def test_to_backend_moves_the_flat_arrays_too(backend_name):
     net.update_mini_batch(x, y, 0.1)
     assert (net.flat_params != before).any()
     assert backend.xp is numpy
+
+
+def test_a_layer_taken_into_another_network_is_refused_by_the_first(
+        backend_name):
+    """The second network holds the layer's w and b now: the first would
+    train nothing of it, silently."""
+    gpunn.use(backend_name, "float64", seed=10)
+    first = small_network()
+    second = Network(first.layers, 4)
+    x, y = data()
+    second.update_mini_batch(x, y, 0.1)
+    with pytest.raises(ConfigError, match="layer 0 .* another Network"):
+        first.update_mini_batch(x, y, 0.1)
