@@ -6,9 +6,14 @@ The book's expand_mnist.py: grow the 50,000 MNIST training images to
 right and left (chapter 6 uses them to train its best convolutional nets).
 
 The book wrote the result to data/mnist_expanded.pkl.gz.  gpunn instead
-caches it next to mnist.pkl.gz as ``mnist_expanded.npz``, pixels stored as
-uint8 (x * 256, exact since every pixel is k/256), read back without
-unpickling.  ``mnist_loader.load_data("../data/mnist_expanded.pkl.gz")``
+caches it as ``mnist_expanded.npz``, pixels stored as uint8 (x * 256,
+exact since every pixel is k/256), read back without unpickling: next to
+mnist.pkl.gz where that folder is writable (a checkout), else in the
+user's cache folder (``$XDG_CACHE_HOME/gpunn`` or ``~/.cache/gpunn``, as
+``mnist_expanded-<hash of the source>.npz``: an installed package's
+folder is often read-only).  ``$GPUNN_CACHE``, when set, is the only
+place (the test suite sets it, so that it never writes into the
+repository).  ``mnist_loader.load_data("../data/mnist_expanded.pkl.gz")``
 (what the book's conv.py asks for) comes here when that file is absent.
 
     python -m gpunn.expand_mnist [path/to/mnist.pkl.gz]
@@ -75,6 +80,7 @@ def _write_cache(cache, x8, y, source_sha):
     directory is read-only, the disk is full...)."""
     directory = os.path.dirname(cache)
     try:
+        os.makedirs(directory, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=".mnist_expanded.", suffix=".tmp",
                                    dir=directory)
     except OSError:
@@ -94,17 +100,35 @@ def _write_cache(cache, x8, y, source_sha):
     return True
 
 
+def cache_places(path, source_sha):
+    """Where the expanded set of the file ``path`` may be cached, in the
+    order tried: ``$GPUNN_CACHE`` alone when set; else next to the file,
+    then the user's cache folder."""
+    shared_name = "mnist_expanded-{}.npz".format(source_sha[:16])
+    if os.environ.get("GPUNN_CACHE"):
+        return [os.path.join(os.environ["GPUNN_CACHE"], shared_name)]
+    user = os.environ.get("XDG_CACHE_HOME") or os.path.join(
+        os.path.expanduser("~"), ".cache")
+    return [os.path.join(os.path.dirname(path), CACHE_NAME),
+            os.path.join(user, "gpunn", shared_name)]
+
+
 def _expanded(path=None):
     """Return ``(x, y, cache, what)``: the expanded training set as in
     ``expanded_training_data``, the cache's path and a few words saying
     whether it was read, written or could not be written."""
     bundled = path is None
     path = os.path.abspath(mnist_loader.default_path() if bundled else path)
-    cache = os.path.join(os.path.dirname(path), CACHE_NAME)
     source_sha = mnist_loader.sha256_of(path)
     if bundled and source_sha != mnist_loader.MNIST_SHA256:
         mnist_loader.check_sha256(path)  # raises, saying how to restore it
-    found = _read_cache(cache, source_sha)
+    places = cache_places(path, source_sha)
+    cache = places[0]
+    for place in places:
+        found = _read_cache(place, source_sha)
+        if found is not None:
+            cache = place
+            break
     if found is not None:
         x8, y = found
         what = "read from the cache"
@@ -118,10 +142,11 @@ def _expanded(path=None):
             return (x, y.astype(np.int64, copy=False), cache,
                     "computed (not cached: pixels are not k/256)")
         x8, y = expand(x8, y)
-        if _write_cache(cache, x8, y, source_sha):
-            what = "computed and written to the cache"
-        else:
-            what = "computed (the cache could not be written)"
+        what = "computed (the cache could not be written)"
+        for place in places:
+            if _write_cache(place, x8, y, source_sha):
+                cache, what = place, "computed and written to the cache"
+                break
     # 1/256 is exact in float32, so this gives back the original pixels.
     x = x8.astype(np.float32)
     x *= np.float32(1 / 256)

@@ -43,6 +43,9 @@ MNIST_SHA256 = "f11bb9e41d6c1b6c124aa38fd605497bdcfe2ee08cf7c2bb5a41ab5d759e1416
 FILE_NAME = "mnist.pkl.gz"
 #: The name the book's conv.py asks for; made on the fly by expand_mnist.
 EXPANDED_NAME = "mnist_expanded.pkl.gz"
+#: gpunn/data: where an installed wheel keeps the file (setup.cfg).
+PACKAGE_DATA_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                "data")
 #: <repo root>/data: the repo root is the parent of the gpunn package.
 REPO_DATA_DIR = os.path.join(
     os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data")
@@ -55,14 +58,17 @@ def default_path():
     """Return the path of the bundled mnist.pkl.gz.
 
     Looks, in order, at ``$GPUNN_DATA`` (a directory, or the file itself),
-    ``<repo root>/data/mnist.pkl.gz`` and ``./data/mnist.pkl.gz``.  Raises
-    ``DataError`` listing every place looked if none exists."""
+    the installed package's ``gpunn/data/mnist.pkl.gz`` (a wheel carries
+    it), ``<repo root>/data/mnist.pkl.gz`` and ``./data/mnist.pkl.gz``.
+    Raises ``DataError`` listing every place looked if none exists."""
     places = []
     env = os.environ.get("GPUNN_DATA")
     if env:
         if os.path.isdir(env):
             env = os.path.join(env, FILE_NAME)
         places.append(("$GPUNN_DATA", env))
+    places.append(("the installed package",
+                   os.path.join(PACKAGE_DATA_DIR, FILE_NAME)))
     places.append(("the repository", os.path.join(REPO_DATA_DIR, FILE_NAME)))
     places.append(("the current directory",
                    os.path.join(os.getcwd(), "data", FILE_NAME)))

@@ -17,6 +17,20 @@ from tests import cupy_double
 from tests.helpers import skip_without_cupy
 
 
+@pytest.fixture(scope="session", autouse=True)
+def expanded_data_cache(tmp_path_factory):
+    """The expanded MNIST set is cached here, for this session and its
+    subprocesses: the tests never write into the repository's data/ or
+    the user's cache folder (gpunn.expand_mnist.cache_places)."""
+    saved = os.environ.get("GPUNN_CACHE")
+    os.environ["GPUNN_CACHE"] = str(tmp_path_factory.mktemp("gpunn-cache"))
+    yield os.environ["GPUNN_CACHE"]
+    if saved is None:
+        del os.environ["GPUNN_CACHE"]
+    else:
+        os.environ["GPUNN_CACHE"] = saved
+
+
 @pytest.fixture(autouse=True)
 def restore_backend():
     """Leave the backend, dtype and generators as the test found them."""

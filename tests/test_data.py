@@ -374,7 +374,9 @@ def test_expand_is_a_shuffle_of_the_shifted_images(mnist):
     assert not np.array_equal(expand_mnist.expand(x, y, seed=1)[0], xe)
 
 
-def test_expanded_training_data_cache(tmp_path, mnist):
+def test_expanded_training_data_cache(tmp_path, mnist, monkeypatch):
+    """Next to the file (without $GPUNN_CACHE, which the tests set)."""
+    monkeypatch.delenv("GPUNN_CACHE")
     data = small_mnist(mnist)
     path = write_pickle(tmp_path / "mnist.pkl.gz", data)
     cache = tmp_path / "mnist_expanded.npz"
@@ -406,17 +408,40 @@ def test_expanded_training_data_cache(tmp_path, mnist):
                                             "mnist_expanded.npz"]
 
 
-def test_expanded_training_data_without_a_writable_cache(tmp_path, mnist):
-    # A directory where the cache should go: it can be neither read nor
-    # replaced (a chmod would not stop root, who may run the tests).
+def test_expanded_training_data_without_a_writable_folder(tmp_path, mnist,
+                                                        monkeypatch):
+    """The folder of the file cannot take the cache (an installed
+    package's, often): it goes to the user's cache folder.  A directory
+    where the cache should go can be neither read nor replaced (a chmod
+    would not stop root, who may run the tests)."""
+    monkeypatch.delenv("GPUNN_CACHE")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     data = small_mnist(mnist)
     path = write_pickle(tmp_path / "mnist.pkl.gz", data)
     (tmp_path / "mnist_expanded.npz").mkdir()
-    x, y = expand_mnist.expanded_training_data(path)
     want_x, want_y = expand_mnist.expand(*data[0])
-    assert np.array_equal(x, want_x) and np.array_equal(y, want_y)
+    for _ in range(2):  # computed and written, then read
+        x, y, cache, what = expand_mnist._expanded(path)
+        assert np.array_equal(x, want_x) and np.array_equal(y, want_y)
+        assert os.path.dirname(cache) == str(tmp_path / "xdg" / "gpunn")
+    assert what == "read from the cache"
     assert sorted(os.listdir(tmp_path)) == ["mnist.pkl.gz",
-                                            "mnist_expanded.npz"]
+                                            "mnist_expanded.npz", "xdg"]
+    # Nowhere to write: computed each time, nothing left behind.
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "a_file"))
+    (tmp_path / "a_file").write_text("")
+    x, y, _, what = expand_mnist._expanded(
+        write_pickle(tmp_path / "mnist.pkl.gz", small_mnist(mnist, n=(30, 5, 5))))
+    assert what == "computed (the cache could not be written)"
+
+
+def test_gpunn_cache_is_the_only_place_when_set(tmp_path, mnist, monkeypatch):
+    monkeypatch.setenv("GPUNN_CACHE", str(tmp_path / "cache"))
+    path = write_pickle(tmp_path / "mnist.pkl.gz", small_mnist(mnist))
+    _, _, cache, what = expand_mnist._expanded(path)
+    assert what == "computed and written to the cache"
+    assert os.listdir(tmp_path / "cache") == [os.path.basename(cache)]
+    assert sorted(os.listdir(tmp_path)) == ["cache", "mnist.pkl.gz"]
 
 
 def test_expanded_training_data_of_other_pixels(tmp_path, mnist):
@@ -430,7 +455,8 @@ def test_expanded_training_data_of_other_pixels(tmp_path, mnist):
     assert os.listdir(tmp_path) == ["mnist.pkl.gz"]
 
 
-def test_expand_mnist_command_line(tmp_path, mnist):
+def test_expand_mnist_command_line(tmp_path, mnist, monkeypatch):
+    monkeypatch.delenv("GPUNN_CACHE")
     path = write_pickle(tmp_path / "mnist.pkl.gz", small_mnist(mnist))
     code = "from gpunn.expand_mnist import main; main()"
     first = run_python(code, path)
@@ -445,6 +471,7 @@ def test_full_expansion_and_conv_py_file_name(tmp_path, monkeypatch, mnist):
     # The whole set, from a copy of the data directory: ~4 s and ~2 GB.
     shutil.copyfile(MNIST, tmp_path / "mnist.pkl.gz")
     monkeypatch.setenv("GPUNN_DATA", str(tmp_path))
+    monkeypatch.delenv("GPUNN_CACHE")
     x, y = expand_mnist.expanded_training_data()
     assert x.shape == (250000, 784) and x.dtype == np.float32
     assert (tmp_path / "mnist_expanded.npz").exists()
