@@ -449,13 +449,62 @@ def _train_1_3(net, settings, data, folder, quiet):
 
 # ---------------------------------------------------------------- evaluate, ensemble
 
+class _BookNetwork:
+    """A network of chapters 1 or 3 (network2's) as the commands use a
+    chapter-6 one: ``accuracy`` a fraction, ``predict`` the digits."""
+
+    def __init__(self, net):
+        self.net = net
+
+    def accuracy(self, data):
+        return self.net.accuracy(data) / len(data[0])
+
+    def predict(self, x):
+        return self.net._feedforward(self.net._inputs(x)).argmax(axis=1)
+
+
+def _load_network(path):
+    """``(net, metadata)`` of a network file: a chapter-6 network (.npz,
+    what ``gpunn train NAME`` saves) or one of chapters 1 and 3 (the
+    book's JSON, what ``gpunn train network|network2`` saves, wrapped in
+    _BookNetwork, with empty metadata); anything else is a ConfigError
+    saying what was expected."""
+    from gpunn import network2
+    try:
+        with open(path, "rb") as f:
+            start = f.read(64).lstrip()
+    except OSError as e:
+        raise gpunn.ConfigError("{}: cannot read: {}".format(
+            path, e.strerror or e)) from None
+    if start.startswith(b"{"):
+        try:
+            with open(path) as f:
+                data = json.load(f)
+        except (ValueError, UnicodeDecodeError) as e:
+            data = e
+        if isinstance(data, dict) and {"sizes", "weights", "biases",
+                                       "cost"} <= set(data):
+            return _BookNetwork(network2.load(path)), {}
+    elif start.startswith(b"PK"):
+        return saving.load(path)
+    raise gpunn.ConfigError(
+        "{}: not a network file. Expected a chapter-6 network (.npz, saved "
+        "by gpunn train NAME) or a network of chapters 1 and 3 (the book's "
+        "JSON with sizes, weights, biases and cost, saved by gpunn train "
+        "network or network2)".format(path))
+
+
 def evaluate_command(args):
     _use(args)
-    net, metadata = saving.load(args.model_file)
+    net, metadata = _load_network(args.model_file)
     _, validation, test = _data(False, None, args.eval_limit)
-    print("{}: {} epochs, trained on {}".format(
-        args.model_file, metadata.get("epochs_done", "?"),
-        metadata.get("backend", "?")))
+    if isinstance(net, _BookNetwork):
+        print("{}: a [{}] network of chapters 1 and 3".format(
+            args.model_file, ", ".join(map(str, net.net.sizes))))
+    else:
+        print("{}: {} epochs, trained on {}".format(
+            args.model_file, metadata.get("epochs_done", "?"),
+            metadata.get("backend", "?")))
     print("Validation accuracy {:.2%}".format(net.accuracy(validation)))
     print("Test accuracy {:.2%}".format(net.accuracy(test)))
     return 0
@@ -493,7 +542,13 @@ def plot_command(args):
     if any("gradient_norms" in r for r in records):
         written.append(plots.plot_gradient_norms(
             records, os.path.join(folder, "gradient_norms.png")))
-    net, _ = saving.load(os.path.join(folder, "network.npz"))
+    saved = [os.path.join(folder, name) for name in ("network.npz", "network.json")
+             if os.path.exists(os.path.join(folder, name))]
+    if not saved:
+        raise gpunn.ConfigError("{}: no network.npz or network.json (a run "
+                                "of chapters 1 and 3 saves its network at the "
+                                "end)".format(folder))
+    net, _ = _load_network(saved[0])
     _, _, (x, y) = gpunn.load_data()
     wrong = backend.to_numpy(net.predict(x) != backend.asarray(y, dtype="int32",
                                                                like=x))
@@ -501,7 +556,7 @@ def plot_command(args):
     predictions = backend.to_numpy(net.predict(x[wrong]))
     written.append(plots.plot_errors(x[wrong], y[wrong], predictions,
                                      os.path.join(folder, "errors.png")))
-    for j, layer in enumerate(net.layers):
+    for j, layer in enumerate(getattr(net, "layers", [])):
         if saving.layer_spec(layer)["type"] == "ConvPoolLayer":
             written.append(plots.plot_filters(
                 backend.to_numpy(layer.w),

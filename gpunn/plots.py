@@ -69,14 +69,17 @@ def plot_history(records, path):
     1200 x 500 pixels.
 
     ``records`` is a list of per-epoch dicts as in a run's log: ``epoch``
-    (int), ``training_cost`` (float), ``validation_accuracy`` (float in
-    [0, 1]), ``test_accuracy`` (float or None: network3 measures it only
-    when validation accuracy reaches a new best, so it is drawn as
+    (int), ``training_cost`` (float; runs of chapters 1 and 3 log none,
+    and then only the accuracy is drawn), ``validation_accuracy`` (float
+    in [0, 1]), ``test_accuracy`` (float or None: network3 measures it
+    only when validation accuracy reaches a new best, so it is drawn as
     markers, not a line).  Returns ``path``."""
     if not records:
         raise ValueError("plot_history: no epoch records to plot")
     fig = _new_figure(1200, 500)
-    accuracy_ax, cost_ax = fig.subplots(1, 2)
+    has_cost = all("training_cost" in r for r in records)
+    accuracy_ax, cost_ax = fig.subplots(1, 2) if has_cost else \
+        (fig.subplots(1, 1), None)
     epochs = [r["epoch"] for r in records]
 
     accuracy_ax.plot(epochs, [100 * r["validation_accuracy"] for r in records],
@@ -92,7 +95,12 @@ def plot_history(records, path):
     accuracy_ax.set_ylabel("Accuracy (%)")
     accuracy_ax.grid(alpha=0.3)
     accuracy_ax.legend(loc="lower right")
+    accuracy_ax.xaxis.get_major_locator().set_params(integer=True)
+    if cost_ax is None:
+        fig.tight_layout()
+        return _save(fig, path)
 
+    cost_ax.xaxis.get_major_locator().set_params(integer=True)
     cost_ax.plot(epochs, [r["training_cost"] for r in records],
                  color="tab:green", label="training cost")
     cost_ax.set_title("Cost on the training data")
@@ -112,7 +120,8 @@ def plot_gradient_norms(records, path, layer_names=None):
 
     Uses the records that carry ``gradient_norms`` (a list of floats, one
     per layer, first layer first); ``layer_names`` labels the lines
-    (default "layer 1", "layer 2", ...).  Raises ``ValueError`` if no
+    (default "layer 0", "layer 1", ...: network.layers[j], as the filter
+    figures and gpunn's messages number them).  Raises ``ValueError`` if no
     record has gradient norms or their lengths disagree.  Returns
     ``path``."""
     normed = [r for r in records if r.get("gradient_norms")]
@@ -125,7 +134,7 @@ def plot_gradient_norms(records, path, layer_names=None):
         raise ValueError("plot_gradient_norms: the records give gradient "
                          "norms for different numbers of layers")
     if layer_names is None:
-        layer_names = ["layer {}".format(l + 1) for l in range(n_layers)]
+        layer_names = ["layer {}".format(l) for l in range(n_layers)]
     elif len(layer_names) != n_layers:
         raise ValueError(
             "plot_gradient_norms: {} layer names for {} layers".format(
@@ -138,6 +147,7 @@ def plot_gradient_norms(records, path, layer_names=None):
         ax.plot(epochs, [r["gradient_norms"][l] for r in normed],
                 marker=".", label=name)
     ax.set_yscale("log")
+    ax.xaxis.get_major_locator().set_params(integer=True)
     ax.set_title("Speed of learning: mean norm of dC/dw per layer")
     ax.set_xlabel("Epoch")
     ax.set_ylabel("Mean gradient norm (log scale)")

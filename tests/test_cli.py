@@ -242,3 +242,55 @@ def test_the_command_line_on_cupy(tmp_path, cupy_kind):
     assert "Accuracy is " in out
     out = ok(gpunn("plot", tmp_path / "whole", "--backend", "cupy"))
     assert "Wrote {}".format(tmp_path / "whole" / "errors.png") in out
+
+
+def test_plot_and_evaluate_networks_of_chapters_1_and_3(tmp_path):
+    """What gpunn train network2 saves (the book's JSON, a log without
+    training costs) plots and evaluates; a file that is no network says
+    what was expected."""
+    ok(gpunn("train", "network2", "--epochs", "2", "--n", "20", "--out",
+             tmp_path / "n2", "--limit", "1000", "--eval-limit", "300",
+             "--backend", "numpy", "--quiet"))
+    out = ok(gpunn("plot", tmp_path / "n2", "--backend", "numpy"))
+    for name in ("accuracy_cost.png", "errors.png"):
+        assert "Wrote {}".format(tmp_path / "n2" / name) in out
+    out = ok(gpunn("evaluate", tmp_path / "n2" / "network.json",
+                   "--eval-limit", "300", "--backend", "numpy"))
+    assert "a [784, 20, 10] network of chapters 1 and 3" in out
+    logged = [json.loads(line) for line in open(tmp_path / "n2" / "log.jsonl")]
+    shown = float(out.split("Test accuracy ")[1].split("%")[0])
+    assert shown == pytest.approx(100 * logged[-1]["test_accuracy"], abs=0.01)
+    for not_a_network in (os.path.join(REPO, "README.md"),
+                          tmp_path / "n2" / "log.jsonl",
+                          tmp_path / "n2" / "run.json"):
+        p = gpunn("evaluate", not_a_network, "--backend", "numpy")
+        assert p.returncode == 2 and "not a network file. Expected a " \
+            "chapter-6 network (.npz" in p.stderr and "Traceback" not in p.stderr
+
+
+def test_plot_numbers_layers_and_epochs_as_gpunn_does(tmp_path, monkeypatch):
+    """Whole epochs on the axes; gradient norms of layer 0, 1, ... as
+    the filter figures (filters_layer0.png) and the messages number them."""
+    import matplotlib.pyplot
+    from gpunn import plots
+    records = [{"epoch": e, "training_cost": 1.0 / (e + 1),
+                "validation_accuracy": 0.9, "test_accuracy": None,
+                "gradient_norms": [0.1, 0.2, 0.3]} for e in range(3)]
+    seen = {}
+    save = plots._save
+
+    def look(fig, path):  # saves as ever, after noting ticks and legends
+        fig.canvas.draw()
+        seen[os.path.basename(path)] = [
+            ([t for t in ax.get_xticks() if 0 <= t <= 2],
+             [t.get_text() for t in ax.get_legend().get_texts()])
+            for ax in fig.axes]
+        return save(fig, path)
+    monkeypatch.setattr(plots, "_save", look)
+    plots.plot_history(records, str(tmp_path / "h.png"))
+    plots.plot_gradient_norms(records, str(tmp_path / "g.png"))
+    assert len(seen["h.png"]) == 2 and len(seen["g.png"]) == 1
+    for ticks, _ in seen["h.png"] + seen["g.png"]:
+        assert ticks and all(float(t).is_integer() for t in ticks), ticks
+    assert seen["g.png"][0][1] == ["layer 0", "layer 1", "layer 2"]
+    matplotlib.pyplot.close("all")
