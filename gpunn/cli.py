@@ -45,6 +45,12 @@ def main(argv=None):
     args.argv = argv  # as typed, for the records of reproduce
     try:
         return args.command(args) or 0
+    except Interrupted as e:
+        print("\ngpunn: interrupted. {}".format(e), file=sys.stderr)
+        return 130
+    except KeyboardInterrupt:
+        print("\ngpunn: interrupted.", file=sys.stderr)
+        return 130
     except gpunn.DivergenceError as e:
         checkpoint = os.path.join(getattr(args, "resume", None) or
                                   getattr(args, "out", None) or "the run folder",
@@ -260,6 +266,11 @@ def _seed_and_folder(args):
         args.name, datetime.datetime.now().strftime("%Y%m%d-%H%M%S")))
 
 
+class Interrupted(Exception):
+    """Training stopped by Ctrl-C; the message says what was kept and
+    how to go on."""
+
+
 def _resume(args):
     folder = args.resume
     settings = _read_json(os.path.join(folder, "run.json"))
@@ -272,13 +283,18 @@ def _resume(args):
             os.remove(os.path.join(folder, name))
     if args.dtype is None:  # go on in the run's dtype
         args.dtype = settings.get("dtype")
-    _use(args)
-    net, metadata = saving.load(os.path.join(folder, "network.npz"))
+    if os.path.exists(os.path.join(folder, "network.npz")):
+        _use(args)
+        net, metadata = saving.load(os.path.join(folder, "network.npz"))
+        history = metadata.get("history", [])
+    else:  # stopped in its first epoch: the run starts over, as it began
+        _use(args, seed=settings["seed"])
+        net, history = _experiment(settings).network(
+            settings["mini_batch_size"]), []
     if args.epochs:
         settings["epochs"] = args.epochs
     if args.no_graph:
         settings["graph"] = False
-    history = metadata.get("history", [])
     _train(net, settings, folder, history, args.quiet)
     return 0
 
@@ -292,7 +308,24 @@ def _experiment(settings):
 
 def _train(net, settings, folder, history, quiet):
     """Train ``net`` as ``settings`` say, from epoch len(history), keeping
-    the log and the checkpoint of ``folder`` up to date."""
+    the log and the checkpoint of ``folder`` up to date.  Ctrl-C stops it
+    with an ``Interrupted`` saying what the folder keeps."""
+    done = list(history)
+    try:
+        _train_epochs(net, settings, folder, done, quiet)
+    except KeyboardInterrupt:
+        kept = "The checkpoint {} holds its {} epoch{}.".format(
+            os.path.join(folder, "network.npz"), len(done),
+            "" if len(done) == 1 else "s") if done else \
+            "It stopped in its first epoch: there is no checkpoint yet."
+        raise Interrupted("{} Go on with: gpunn train --resume {}".format(
+            kept, folder)) from None
+
+
+def _train_epochs(net, settings, folder, done, quiet):
+    """``_train``; ``done``, the records of the epochs done, grows as
+    each is saved."""
+    history = list(done)
     e = _experiment(settings)
     training, validation, test = _data(e.expanded_data, settings["limit"],
                                        settings["eval_limit"])
@@ -303,20 +336,20 @@ def _train(net, settings, folder, history, quiet):
         for record in history:
             f.write(json.dumps(record) + "\n")
     os.replace(log_path + ".tmp", log_path)
-    done = list(history)
 
     def on_epoch(record):
         record = dict(record, backend=backend.name(), dtype=backend.floatX.name,
                       device=_device())
-        done.append(record)
+        saved = done + [record]
         saving.save(net, os.path.join(folder, "network.npz"),
                     experiment=e.name, settings=settings,
-                    epochs_done=len(done), history=done,
+                    epochs_done=len(saved), history=saved,
                     best_validation_accuracy=max(
-                        r["validation_accuracy"] for r in done),
+                        r["validation_accuracy"] for r in saved),
                     backend=backend.name())
         with open(log_path, "a") as f:
             f.write(json.dumps(record) + "\n")
+        done.append(record)
 
     progress = None if quiet else _progress_bar
     log = (lambda line: None) if quiet else _write_line
@@ -427,21 +460,27 @@ def _train_1_3(net, settings, data, folder, quiet):
     log_path = os.path.join(folder, "log.jsonl")
     open(log_path, "w").close()
     start = time.perf_counter()
-    for j in net._train(training, settings["epochs"],
+    epochs = net._train(training, settings["epochs"],
                         settings["mini_batch_size"], settings["eta"],
-                        settings["lmbda"]):
-        v, t = net.accuracy(validation), net.accuracy(test)
-        record = {"epoch": j, "validation_accuracy": v / len(validation),
-                  "test_accuracy": t / len(test),
-                  "seconds": time.perf_counter() - start,
-                  "backend": backend.name(), "dtype": backend.floatX.name,
-                  "device": _device()}
-        with open(log_path, "a") as f:
-            f.write(json.dumps(record) + "\n")
-        if not quiet:
-            print("Epoch {}: validation {} / {}, test {} / {}".format(
-                j, v, len(validation), t, len(test)))
-        start = time.perf_counter()
+                        settings["lmbda"])
+    try:
+        for j in epochs:
+            v, t = net.accuracy(validation), net.accuracy(test)
+            record = {"epoch": j, "validation_accuracy": v / len(validation),
+                      "test_accuracy": t / len(test),
+                      "seconds": time.perf_counter() - start,
+                      "backend": backend.name(), "dtype": backend.floatX.name,
+                      "device": _device()}
+            with open(log_path, "a") as f:
+                f.write(json.dumps(record) + "\n")
+            if not quiet:
+                print("Epoch {}: validation {} / {}, test {} / {}".format(
+                    j, v, len(validation), t, len(test)))
+            start = time.perf_counter()
+    except KeyboardInterrupt:
+        raise Interrupted("Runs of chapters 1 and 3 keep no checkpoint: train "
+                          "again (the epochs done are logged in {})."
+                          .format(log_path)) from None
     net.save(os.path.join(folder, "network.json"))
     if not quiet:
         print("Saved {}".format(os.path.join(folder, "network.json")))

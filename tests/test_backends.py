@@ -28,7 +28,7 @@ def run_python(code, **env):
     """Run ``code`` in a fresh interpreter with gpunn importable and the
     given environment variables; return the CompletedProcess."""
     full_env = {k: v for k, v in os.environ.items()
-                if not k.startswith("GPUNN_")}
+                if not k.startswith("GPUNN_") or k == "GPUNN_CACHE"}
     full_env["PYTHONPATH"] = REPO
     full_env.update(env)
     return subprocess.run([sys.executable, "-c", code], env=full_env,

@@ -15,7 +15,8 @@ QUICK = ["--limit", "500", "--eval-limit", "200", "--backend", "numpy"]
 
 def gpunn(*args, cwd=None):
     """Run ``python -m gpunn ARGS``; return the CompletedProcess."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("GPUNN_")}
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("GPUNN_") or k == "GPUNN_CACHE"}
     # The repository first; a test's own entries (the CuPy double's hook)
     # stay behind it.
     env["PYTHONPATH"] = os.pathsep.join([REPO] + [
@@ -294,3 +295,65 @@ def test_plot_numbers_layers_and_epochs_as_gpunn_does(tmp_path, monkeypatch):
         assert ticks and all(float(t).is_integer() for t in ticks), ticks
     assert seen["g.png"][0][1] == ["layer 0", "layer 1", "layer 2"]
     matplotlib.pyplot.close("all")
+
+
+def interrupt(args, ready, timeout=300):
+    """Start ``python -m gpunn ARGS``, send it SIGINT (Ctrl-C) once
+    ``ready()`` holds; return its exit code and standard error."""
+    import signal
+    import time
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("GPUNN_") or k == "GPUNN_CACHE"}
+    env["PYTHONPATH"] = REPO
+    proc = subprocess.Popen([sys.executable, "-m", "gpunn", *map(str, args)],
+                            env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + timeout
+    while not ready() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert proc.poll() is None, "it finished before the interrupt"
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=timeout)
+    return proc.returncode, err
+
+
+def test_ctrl_c_stops_cleanly_and_resume_goes_on(tmp_path):
+    """Interrupted after an epoch: exit 130, the checkpoint kept, the
+    --resume command printed, and resuming ends as an uninterrupted run.
+    Interrupted in the first epoch (no checkpoint yet): --resume starts
+    the run over."""
+    run = tmp_path / "run"
+    train = ["train", "shallow", "--epochs", "40", "--limit", "2000",
+             "--eval-limit", "200", "--backend", "numpy", "--seed", "3",
+             "--quiet", "--out", run]
+
+    def epochs_logged():
+        try:
+            return sum(1 for _ in open(run / "log.jsonl"))
+        except OSError:
+            return 0
+    code, err = interrupt(train, lambda: epochs_logged() >= 2)
+    assert code == 130, err
+    assert "Traceback" not in err and "gpunn: interrupted." in err
+    assert "Go on with: gpunn train --resume {}".format(run) in err
+    assert "holds its" in err
+    kept = epochs_logged()
+    ok(gpunn("train", "--resume", run, "--epochs", str(kept + 1), "--quiet"))
+    ok(gpunn(*train[:-3], "--quiet", "--epochs", str(kept + 1), "--out",
+             tmp_path / "whole"))
+    whole, resumed = (weights(folder / "network.npz")
+                      for folder in (tmp_path / "whole", run))
+    for key in whole:
+        numpy.testing.assert_array_equal(resumed[key], whole[key])
+
+    first = tmp_path / "first"
+    train[-1] = first
+    code, err = interrupt(train, lambda: (first / "run.json").exists())
+    assert code == 130 and "no checkpoint yet" in err, err
+    assert not (first / "network.npz").exists()
+    ok(gpunn("train", "--resume", first, "--epochs", "1", "--quiet"))
+    ok(gpunn(*train[:-3], "--quiet", "--epochs", "1", "--out",
+             tmp_path / "first-whole"))
+    for key, w in weights(tmp_path / "first-whole" / "network.npz").items():
+        numpy.testing.assert_array_equal(
+            weights(first / "network.npz")[key], w)

@@ -70,7 +70,8 @@ pytestmark = pytest.mark.skipif(sys.platform == "win32",
 
 
 def _env():
-    env = {k: v for k, v in os.environ.items() if not k.startswith("GPUNN_")}
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("GPUNN_") or k == "GPUNN_CACHE"}
     env["PYTHONPATH"] = REPO
     # One BLAS thread: the polling test needs a core, and OpenBLAS's
     # results depend (in the last bit) on its number of threads; this

@@ -58,7 +58,8 @@ def test_chapter6_conv_net_one_epoch():
 
 
 def run_main(*args, cwd, timeout=600):
-    env = {k: v for k, v in os.environ.items() if not k.startswith("GPUNN_")}
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("GPUNN_") or k == "GPUNN_CACHE"}
     env["PYTHONPATH"] = REPO
     return subprocess.run([sys.executable, "-m", "gpunn", *args], env=env,
                           cwd=cwd, capture_output=True, text=True,
@@ -103,7 +104,8 @@ def test_main_job_reports_missing_data(tmp_path):
     import shutil
     shutil.copytree(os.path.join(REPO, "gpunn"), tmp_path / "gpunn",
                     ignore=shutil.ignore_patterns("__pycache__"))
-    env = {k: v for k, v in os.environ.items() if not k.startswith("GPUNN_")}
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("GPUNN_") or k == "GPUNN_CACHE"}
     env["PYTHONPATH"] = str(tmp_path)
     p = subprocess.run([sys.executable, "-m", "gpunn", "--epochs", "1",
                         "--backend", "numpy"], cwd=tmp_path, env=env,

@@ -212,7 +212,7 @@ class _PickleWorker:
         """The worker's result for ``path``, or {'crashed': returncode}."""
         if self.proc is None or self.proc.poll() is not None:
             env = {k: v for k, v in os.environ.items()
-                   if not k.startswith("GPUNN_")}
+                   if not k.startswith("GPUNN_") or k == "GPUNN_CACHE"}
             env["PYTHONPATH"] = REPO
             self.proc = subprocess.Popen(
                 [sys.executable, "-c", _WORKER], env=env, bufsize=0,
