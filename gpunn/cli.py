@@ -24,7 +24,9 @@ dbl_conv_relu [--epochs N ...]``.
 import argparse
 import datetime
 import json
+import contextlib
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -101,10 +103,10 @@ def parser():
                    help="network, network2: the large initializer, N(0, 1) "
                         "weights (default), or chapter 3's N(0, 1/n_in)")
     c.add_argument("--activation", choices=sorted(ACTIVATIONS),
-                   default="sigmoid", help="dbl_conv's activation function")
-    c.add_argument("--p-dropout", type=float, nargs=3, metavar="P",
-                   default=(0.5, 0.5, 0.5),
-                   help="double_fc_dropout's three dropout probabilities")
+                   help="dbl_conv's activation function (default sigmoid)")
+    c.add_argument("--p-dropout", type=_probability, nargs=3, metavar="P",
+                   help="double_fc_dropout's three dropout probabilities, "
+                   "each in [0, 1) (default 0.5 0.5 0.5)")
     c.add_argument("--runs", type=_positive_int, default=1,
                    help="train this many networks, one folder each")
     c.add_argument("--out", help="the run's folder (default runs/NAME-DATE-TIME)")
@@ -225,37 +227,64 @@ def _short(layer):
 # ---------------------------------------------------------------- train
 
 def train_command(args):
+    _refuse_what_does_not_apply(args)
     if args.resume:
         return _resume(args)
     if args.name is None:
         raise gpunn.ConfigError("train needs an experiment NAME (or --resume RUN)")
     if args.name in CHAPTERS_1_3:
         return _train_chapter_1_3(args)
-    if args.init:
-        raise gpunn.ConfigError("--init is for network and network2; {} "
-                                "initializes as network3 does".format(args.name))
     seed, out = _seed_and_folder(args)
     for run in range(args.runs):
         folder = out if args.runs == 1 else os.path.join(out, "run-{}".format(run))
         settings = {
-            "experiment": args.name, "n": args.n or 100,
-            "activation": args.activation, "p_dropout": list(args.p_dropout),
+            "experiment": args.name,
             "mini_batch_size": args.mini_batch_size, "seed": seed + run,
             "limit": args.limit, "eval_limit": args.eval_limit,
             "monitor_gradients": args.monitor_gradients,
             "graph": "auto" if not args.no_graph else False}
+        # The experiment's own option, and only it, as used.
+        if args.name == "dbl_conv":
+            settings["activation"] = args.activation or "sigmoid"
+        elif args.name in ("expanded_data", "expanded_data_double_fc"):
+            settings["n"] = args.n or 100
+        elif args.name == "double_fc_dropout":
+            settings["p_dropout"] = list(args.p_dropout or (0.5, 0.5, 0.5))
         e = _experiment(settings)
+        settings["description"] = e.description
         settings.update(epochs=args.epochs or e.epochs,
                         eta=args.eta if args.eta is not None else e.eta,
                         lmbda=args.lmbda if args.lmbda is not None else e.lmbda)
-        os.makedirs(folder, exist_ok=True)
-        _check_writable(folder)
         _use(args, seed=settings["seed"])
         settings["dtype"] = backend.floatX.name
-        _write_json(os.path.join(folder, "run.json"), settings)
-        net = e.network(settings["mini_batch_size"])
-        _train(net, settings, folder, [], args.quiet)
+        with _new_run_folder(folder):
+            _write_json(os.path.join(folder, "run.json"), settings)
+            net = e.network(settings["mini_batch_size"])
+            _train(net, settings, folder, [], args.quiet)
     return 0
+
+
+@contextlib.contextmanager
+def _new_run_folder(folder):
+    """Make the run's folder; if the run fails before its first
+    checkpoint (bad data, a limit below one mini-batch, the device), take
+    away what this command made there.  Ctrl-C keeps it: --resume starts
+    such a run over."""
+    made = []
+    path = os.path.abspath(folder)
+    while not os.path.exists(path):
+        made.append(path)
+        path = os.path.dirname(path)
+    os.makedirs(folder, exist_ok=True)
+    _check_writable(folder)
+    try:
+        yield
+    except Interrupted:
+        raise
+    except Exception:
+        if made and not os.path.exists(os.path.join(folder, "network.npz")):
+            shutil.rmtree(made[-1], ignore_errors=True)
+        raise
 
 
 def _seed_and_folder(args):
@@ -301,9 +330,44 @@ def _resume(args):
 
 def _experiment(settings):
     return experiments.experiment(
-        settings["experiment"], n=settings["n"],
-        activation_fn=ACTIVATIONS[settings["activation"]],
-        p_dropout=settings["p_dropout"])
+        settings["experiment"], n=settings.get("n", 100),
+        activation_fn=ACTIVATIONS[settings.get("activation", "sigmoid")],
+        p_dropout=settings.get("p_dropout", (0.5, 0.5, 0.5)))
+
+
+# The options of train, and the runs they apply to: anything else is
+# refused rather than ignored (and recorded as if used).
+_OPTION_USERS = {
+    "activation": ("dbl_conv",), "p_dropout": ("double_fc_dropout",),
+    "n": ("expanded_data", "expanded_data_double_fc", "network", "network2"),
+    "init": ("network", "network2"),
+    "monitor_gradients": experiments.CONV_PY, "no_graph": experiments.CONV_PY,
+}
+# What --resume takes: the rest is the run's, in its run.json.
+_RESUME_OPTIONS = {"resume", "epochs", "quiet", "backend", "dtype", "no_graph"}
+
+
+def _refuse_what_does_not_apply(args):
+    given = {name for name, value in vars(args).items()
+             if name in _TRAIN_DEFAULTS and value != _TRAIN_DEFAULTS[name]}
+    if args.resume:
+        extra = sorted(given - _RESUME_OPTIONS) + (
+            ["NAME"] if args.name else [])
+        if extra:
+            raise gpunn.ConfigError(
+                "--resume goes on with the run's own settings (its run.json); "
+                "it takes only --epochs, --quiet, --backend, --dtype and "
+                "--no-graph, not {}".format(", ".join(
+                    "--" + e.replace("_", "-") if e != "NAME" else
+                    "an experiment NAME" for e in extra)))
+        return
+    for option in sorted(given & set(_OPTION_USERS)):
+        users = _OPTION_USERS[option]
+        if args.name is not None and args.name not in users:
+            raise gpunn.ConfigError("--{} is for {}, not {}".format(
+                option.replace("_", "-"), "chapter 6's networks (conv.py's)"
+                if users == experiments.CONV_PY else " and ".join(users),
+                args.name))
 
 
 def _train(net, settings, folder, history, quiet):
@@ -405,9 +469,6 @@ def _train_chapter_1_3(args):
     and test accuracy go to log.jsonl; network.json is saved at the end
     (these runs are minutes long on a CPU: no checkpoint, no --resume)."""
     from gpunn import mnist_loader, network, network2
-    if args.no_graph:
-        raise gpunn.ConfigError("--no-graph is for chapter 6's networks; {} "
-                                "captures no CUDA graph".format(args.name))
     if args.name == "network" and args.lmbda:
         raise gpunn.ConfigError("network (chapter 1) has no L2 regularization: "
                                 "use network2 for --lmbda")
@@ -423,32 +484,33 @@ def _train_chapter_1_3(args):
     chapter_1 = args.name == "network"
     for run in range(args.runs):
         folder = out if args.runs == 1 else os.path.join(out, "run-{}".format(run))
-        os.makedirs(folder, exist_ok=True)
-        _check_writable(folder)
-        backend.reseed(seed + run)
-        settings = {
-            "experiment": args.name, "n": args.n or 30,
-            "epochs": args.epochs or 30, "mini_batch_size": args.mini_batch_size,
-            "eta": args.eta or (3.0 if chapter_1 else 0.5),
-            "lmbda": 0.0 if chapter_1 else
-            (args.lmbda if args.lmbda is not None else 5.0),
-            "init": args.init or "large", "seed": seed + run,
-            "limit": args.limit, "eval_limit": args.eval_limit,
-            "dtype": backend.floatX.name}
-        _write_json(os.path.join(folder, "run.json"), settings)
-        sizes = [784, settings["n"], 10]
-        if chapter_1:
-            net = network.Network(sizes)
-        else:
-            net = network2.Network(sizes, cost=network2.CrossEntropyCost)
-            if settings["init"] == "large":
-                net.large_weight_initializer()
-        if not args.quiet:
-            print("{}: [784, {}, 10] on {} ({}), {} training images, run "
-                  "folder {}".format(args.name, settings["n"], backend.name(),
-                                     backend.floatX.name, len(training), folder))
-        _train_1_3(net, settings, (training, validation, test), folder,
-                   args.quiet)
+        with _new_run_folder(folder):
+            backend.reseed(seed + run)
+            settings = {
+                "experiment": args.name, "n": args.n or 30,
+                "epochs": args.epochs or 30,
+                "mini_batch_size": args.mini_batch_size,
+                "eta": args.eta or (3.0 if chapter_1 else 0.5),
+                "lmbda": 0.0 if chapter_1 else
+                (args.lmbda if args.lmbda is not None else 5.0),
+                "init": args.init or "large", "seed": seed + run,
+                "limit": args.limit, "eval_limit": args.eval_limit,
+                "dtype": backend.floatX.name}
+            _write_json(os.path.join(folder, "run.json"), settings)
+            sizes = [784, settings["n"], 10]
+            if chapter_1:
+                net = network.Network(sizes)
+            else:
+                net = network2.Network(sizes, cost=network2.CrossEntropyCost)
+                if settings["init"] == "large":
+                    net.large_weight_initializer()
+            if not args.quiet:
+                print("{}: [784, {}, 10] on {} ({}), {} training images, run "
+                      "folder {}".format(args.name, settings["n"],
+                                         backend.name(), backend.floatX.name,
+                                         len(training), folder))
+            _train_1_3(net, settings, (training, validation, test), folder,
+                       args.quiet)
     return 0
 
 
@@ -703,9 +765,21 @@ def _argument(check, wording):
         try:
             return check("value", text)
         except gpunn.ConfigError:
+            try:
+                float(text)
+            except ValueError:
+                raise argparse.ArgumentTypeError(
+                    "not a number: {}".format(text)) from None
             raise argparse.ArgumentTypeError(
                 "must be {}, got {}".format(wording, text)) from None
     return convert
+
+
+def _check_probability(name, text):
+    p = errors.number(name, text)
+    if p >= 1:
+        raise gpunn.ConfigError("{} must be below 1".format(name))
+    return p
 
 
 _positive_int = _argument(lambda n, t: errors.positive_int(n, _number(t)),
@@ -713,6 +787,7 @@ _positive_int = _argument(lambda n, t: errors.positive_int(n, _number(t)),
 _positive_float = _argument(lambda n, t: errors.number(n, t, 0.0, False),
                             "positive")
 _nonnegative_float = _argument(lambda n, t: errors.number(n, t), "0 or more")
+_probability = _argument(_check_probability, "in [0, 1)")
 
 
 def _number(text):
@@ -720,3 +795,9 @@ def _number(text):
         return int(text)
     except ValueError:
         return text  # positive_int refuses it, naming the text
+
+
+# Each option of train and its default.
+_TRAIN_DEFAULTS = {k: v for k, v in
+                   vars(parser().parse_args(["train"])).items()
+                   if k not in ("name", "command")}

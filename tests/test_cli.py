@@ -357,3 +357,44 @@ def test_ctrl_c_stops_cleanly_and_resume_goes_on(tmp_path):
     for key, w in weights(tmp_path / "first-whole" / "network.npz").items():
         numpy.testing.assert_array_equal(
             weights(first / "network.npz")[key], w)
+
+
+def test_options_that_do_not_apply_are_refused_and_leave_nothing(tmp_path):
+    """Refused before anything is made, with what the option is for;
+    ranges checked as the command line is read; run.json records the
+    options used; a run that fails before its first checkpoint takes
+    its folder away."""
+    refused = [
+        (["shallow", "--p-dropout", "1.5", "0", "0"],
+         "--p-dropout: must be in [0, 1), got 1.5"),
+        (["shallow", "--p-dropout", "0.5", "0", "0"],
+         "--p-dropout is for double_fc_dropout, not shallow"),
+        (["shallow", "--activation", "tanh"],
+         "--activation is for dbl_conv, not shallow"),
+        (["shallow", "--n", "30"], "--n is for expanded_data"),
+        (["network", "--limit", "1000", "--resume", tmp_path / "x"],
+         "not --limit, an experiment NAME"),
+        (["--resume", tmp_path / "x", "--eta", "0.1"], "not --eta"),
+        (["network2", "--monitor-gradients"],
+         "--monitor-gradients is for chapter 6's networks"),
+        (["shallow", "--eta", "abc"], "--eta: not a number: abc"),
+        (["shallow", "--init", "large"], "--init is for network and network2"),
+        (["shallow", "--limit", "5"], "mini_batch_size 10 is larger than"),
+    ]
+    for k, (args, message) in enumerate(refused):
+        out = [] if "--resume" in args else \
+            ["--out", tmp_path / "runs" / str(k) / "run"]
+        p = gpunn("train", *args, *out, "--backend", "numpy", "--epochs", "1")
+        assert p.returncode == 2 and message in p.stderr, (args, p.stderr)
+        assert "Traceback" not in p.stderr
+        assert not (tmp_path / "runs" / str(k)).exists(), args
+    # The main job (dbl_conv_relu) took no option: none is recorded.
+    ok(gpunn("--epochs", "1", *QUICK, "--quiet", "--out", tmp_path / "main"))
+    ok(gpunn("train", "dbl_conv", "--activation", "ReLU", "--epochs", "1",
+             *QUICK, "--quiet", "--out", tmp_path / "dbl_conv"))
+    main, dbl_conv = (json.load(open(tmp_path / name / "run.json"))
+                      for name in ("main", "dbl_conv"))
+    assert not {"activation", "p_dropout", "n"} & set(main)
+    assert "ReLU" in main["description"]
+    assert dbl_conv["activation"] == "ReLU"
+    assert "100 ReLU neurons" in dbl_conv["description"]
