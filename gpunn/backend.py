@@ -51,6 +51,7 @@ DTYPES = ("float32", "float64")
 _ACTIVE_NAMES = ("xp", "floatX", "host_rng", "dropout_key")
 _active = None
 _cupy = None  # the cupy module, once it has been found usable
+_noticed = set()  # the reasons "auto" fell back to NumPy, told already
 
 
 def __getattr__(name):
@@ -125,12 +126,12 @@ def gpu_count():
         return 0
 
 
-def use(backend="auto", dtype="float32", seed=None):
+def use(backend="auto", dtype="float32", seed=None, quiet=False):
     """Choose the array backend and the floating-point dtype.
 
     ``backend`` is ``"numpy"``, ``"cupy"`` or ``"auto"`` (CuPy when it
     imports and a CUDA device is usable, else NumPy with a one-line
-    notice on stderr).  ``dtype`` is ``"float32"`` (default, Theano's
+    notice on stderr, once per process, unless ``quiet``).  ``dtype`` is ``"float32"`` (default, Theano's
     floatX on the GPU) or ``"float64"``.  ``seed`` reseeds the host and
     device generators (see ``reseed``).  Returns the backend's name.
 
@@ -157,7 +158,10 @@ def use(backend="auto", dtype="float32", seed=None):
         elif backend == "cupy":
             raise BackendError("the cupy backend cannot run here: " + reason)
         else:
-            print("gpunn: using NumPy on the CPU; " + reason, file=sys.stderr)
+            if not quiet and reason not in _noticed:
+                print("gpunn: using NumPy on the CPU; " + reason,
+                      file=sys.stderr)
+            _noticed.add(reason)
             module = numpy
     _active = types.SimpleNamespace(xp=module, floatX=numpy.dtype(dtype_name))
     reseed(seed)

@@ -25,6 +25,7 @@ import argparse
 import datetime
 import json
 import contextlib
+import difflib
 import os
 import shutil
 import subprocess
@@ -41,7 +42,7 @@ CHAPTERS_1_3 = ("network", "network2")
 
 def main(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or (argv[0].startswith("-") and argv[0] not in ("-h", "--help")):
+    if not argv or (argv[0].startswith("-") and argv[0] not in ("-h", "--help", "--version")):
         argv = ["train", "dbl_conv_relu"] + argv  # the main job
     args = parser().parse_args(argv)
     args.argv = argv  # as typed, for the records of reproduce
@@ -79,6 +80,8 @@ def parser():
         prog="gpunn", description="Run the networks of Nielsen's Neural "
         "Networks and Deep Learning on NumPy or CuPy.",
         epilog="Without a command: train dbl_conv_relu (the main job).")
+    p.add_argument("--version", action="version",
+                   version="gpunn {}".format(gpunn.__version__))
     commands = p.add_subparsers(metavar="COMMAND", required=True)
 
     c = commands.add_parser("list", help="the book's chapter-6 experiments")
@@ -89,12 +92,17 @@ def parser():
         description="Train an experiment of the book's conv.py (chapter 6), "
         "or the network of chapter 1 or 3, with the book's settings unless "
         "overridden.")
-    c.add_argument("name", nargs="?", choices=experiments.CONV_PY + CHAPTERS_1_3,
-                   help="the experiment (not needed with --resume)")
-    c.add_argument("--epochs", type=_positive_int)
+    c.add_argument("name", nargs="?", metavar="NAME",
+                   help="the model: one of {} (chapter 6; gpunn list shows "
+                   "them), or network, network2 (chapters 1 and 3); not "
+                   "with --resume".format(", ".join(experiments.CONV_PY)))
+    c.add_argument("--epochs", type=_positive_int,
+                   help="epochs to train (default: the book's, e.g. 60 for "
+                   "dbl_conv_relu, 30 for chapters 1 and 3)")
     c.add_argument("--eta", type=_positive_float, help="learning rate")
     c.add_argument("--lmbda", type=_nonnegative_float, help="L2 regularization")
-    c.add_argument("--mini-batch-size", type=_positive_int, default=10)
+    c.add_argument("--mini-batch-size", type=_positive_int, default=10,
+                   help="default 10, the book's")
     c.add_argument("--n", type=_positive_int, default=None,
                    help="neurons per fully connected layer (expanded_data, "
                         "expanded_data_double_fc; hidden neurons of network, "
@@ -137,6 +145,9 @@ def parser():
     c = commands.add_parser("ensemble", help="the book's vote of networks")
     c.add_argument("model_files", nargs="+", metavar="MODEL_FILE")
     c.add_argument("--png", help="draw the misclassified test digits here")
+    c.add_argument("--list", metavar="FILE",
+                   help="write every misclassified test image here, a line "
+                   "each: its index, true digit and the vote")
     _backend_options(c)
     c.set_defaults(command=ensemble_command)
 
@@ -189,7 +200,8 @@ def _backend_options(c, dtype_default="$GPUNN_DTYPE or float32"):
 
 def _use(args, seed=None):
     gpunn.use(args.backend or os.environ.get("GPUNN_BACKEND") or "auto",
-              args.dtype or os.environ.get("GPUNN_DTYPE") or "float32", seed=seed)
+              args.dtype or os.environ.get("GPUNN_DTYPE") or "float32",
+              seed=seed, quiet=getattr(args, "quiet", False))
 
 
 # ---------------------------------------------------------------- list
@@ -232,6 +244,15 @@ def train_command(args):
         return _resume(args)
     if args.name is None:
         raise gpunn.ConfigError("train needs an experiment NAME (or --resume RUN)")
+    if args.name not in experiments.CONV_PY + CHAPTERS_1_3:
+        close = difflib.get_close_matches(
+            args.name, experiments.CONV_PY + CHAPTERS_1_3, n=1)
+        raise gpunn.ConfigError("no model named {!r}{}; the models are {} "
+                                "(chapter 6) and {} (chapters 1 and 3)".format(
+                                    args.name, " (did you mean {}?)".format(
+                                        close[0]) if close else "",
+                                    ", ".join(experiments.CONV_PY),
+                                    ", ".join(CHAPTERS_1_3)))
     if args.name in CHAPTERS_1_3:
         return _train_chapter_1_3(args)
     seed, out = _seed_and_folder(args)
@@ -427,6 +448,14 @@ def _train_epochs(net, settings, folder, done, quiet):
             progress=progress, log=log,
             monitor_gradients=settings["monitor_gradients"],
             graph=settings.get("graph", "auto"))
+    if quiet and done:  # the book's lines are off: the result in one line
+        best = max(reversed(done), key=lambda r: r["validation_accuracy"])
+        print("{}: best validation accuracy {:.2%} (epoch {}), test accuracy "
+              "{}; {} epoch{} in {}".format(
+                  e.name, best["validation_accuracy"], best["epoch"],
+                  "{:.2%}".format(best["test_accuracy"])
+                  if best.get("test_accuracy") is not None else "not measured",
+                  len(done), "" if len(done) == 1 else "s", folder))
 
 
 def _data(expanded, limit, eval_limit):
@@ -546,6 +575,14 @@ def _train_1_3(net, settings, data, folder, quiet):
     net.save(os.path.join(folder, "network.json"))
     if not quiet:
         print("Saved {}".format(os.path.join(folder, "network.json")))
+    elif settings["epochs"]:  # the result in one line
+        last = json.loads(open(log_path).read().splitlines()[-1])
+        print("{}: validation accuracy {:.2%}, test accuracy {:.2%} after {} "
+              "epoch{}; saved {}".format(
+                  settings["experiment"], last["validation_accuracy"],
+                  last["test_accuracy"], last["epoch"] + 1,
+                  "" if last["epoch"] == 0 else "s",
+                  os.path.join(folder, "network.json")))
 
 
 # ---------------------------------------------------------------- evaluate, ensemble
@@ -618,10 +655,23 @@ def ensemble_command(args):
     _, _, test = gpunn.load_data()
     accuracy, error_locations, erroneous_predictions = ensemble(nets, test)
     print("Accuracy is {:.2%}".format(accuracy))
-    print("Misclassified test images ({}): {}".format(
-        len(error_locations), " ".join(
-            "{}:{}".format(j, p) for j, p in zip(error_locations,
-                                                  erroneous_predictions))))
+    shown = 10
+    print("Misclassified test images ({}){}: {}{}".format(
+        len(error_locations),
+        ", the first {} as index:vote".format(shown)
+        if len(error_locations) > shown else ", as index:vote",
+        " ".join("{}:{}".format(j, p) for j, p in zip(
+            error_locations[:shown], erroneous_predictions[:shown])),
+        " ..." if len(error_locations) > shown else ""))
+    if args.list:
+        labels = backend.to_numpy(test[1])
+        with open(args.list, "w") as f:
+            f.write("index true vote\n")
+            for j, p in zip(error_locations, erroneous_predictions):
+                f.write("{} {} {}\n".format(j, labels[j], p))
+        print("Wrote all of them to {}".format(args.list))
+    elif len(error_locations) > shown:
+        print("(--list FILE writes all of them)")
     if args.png:
         from gpunn import plots
         x, y = (backend.to_numpy(a) for a in test)

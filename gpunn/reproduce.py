@@ -260,9 +260,10 @@ def run_all(planned, jobs, epochs, options, gpus, out,
                     r.row.key, r.index, process.returncode,
                     os.path.join(r.folder, "output.txt")))
             else:
-                write_log(r, out)
-                report("{} run {}: done in {:.0f} s".format(
-                    r.row.key, r.index, time.perf_counter() - start))
+                seconds = time.perf_counter() - start
+                write_log(r, out, seconds)
+                report("{} run {}: done in {}".format(
+                    r.row.key, r.index, _duration(seconds)))
     return failed
 
 
@@ -290,10 +291,20 @@ def compact_log(run):
     return lines
 
 
-def write_log(run, out):
-    """Write ``run``'s compact log into out/logs."""
+def write_log(run, out, seconds=None):
+    """Write ``run``'s compact log into out/logs; ``seconds``, the wall
+    time of the process that just trained it, adds to the header's
+    ``wall_seconds`` (a resumed run's processes add up)."""
     os.makedirs(os.path.join(out, "logs"), exist_ok=True)
-    _write_jsonl(os.path.join(out, "logs", run.log_name), compact_log(run))
+    path = os.path.join(out, "logs", run.log_name)
+    lines = compact_log(run)
+    try:
+        before = _read_jsonl(path)[0].get("wall_seconds")
+    except (OSError, ValueError, IndexError, AttributeError):
+        before = None
+    if before is not None or seconds is not None:
+        lines[0]["wall_seconds"] = round((before or 0.0) + (seconds or 0.0), 2)
+    _write_jsonl(path, lines)
 
 
 def device_name(device):
@@ -363,8 +374,8 @@ def results(logs_folder):
                 len(lines) - 1 == row.epochs and
                 not lines[0]["settings"].get("limit") and
                 not lines[0]["settings"].get("eval_limit") for lines in runs),
-            "wall_seconds": round(sum(sum(e["seconds"] for e in lines[1:])
-                                      for lines in runs) / len(runs), 1),
+            "wall_seconds": round(sum(_wall_seconds(lines) for lines in runs)
+                                  / len(runs), 1),
             "backend": header["backend"], "dtype": header["dtype"],
             "device": header["device"]})
     return table
@@ -432,7 +443,17 @@ def vote_of(planned, epochs, out):
     return vote
 
 
+def _wall_seconds(lines):
+    """A run's wall time, from its compact log: its processes' time where
+    the header has it (startup included), else its epochs' (older logs)."""
+    if "wall_seconds" in lines[0]:
+        return lines[0]["wall_seconds"]
+    return sum(e["seconds"] for e in lines[1:])
+
+
 def _duration(seconds):
+    if seconds < 10:
+        return "{:.1f} s".format(seconds)
     if seconds < 120:
         return "{:.0f} s".format(seconds)
     if seconds < 7200:

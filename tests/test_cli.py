@@ -93,12 +93,20 @@ def test_train_evaluate_plot_ensemble(tmp_path):
     ok(gpunn("train", "shallow", "--epochs", "1", "--seed", "2", "--out", run2,
              "--quiet", *QUICK))
     png = tmp_path / "ensemble_errors.png"
+    listed = tmp_path / "wrong.txt"
     out = ok(gpunn("ensemble", run / "network.npz", run2 / "network.npz",
-                   "--png", png, "--backend", "numpy"))
+                   "--png", png, "--list", listed, "--backend", "numpy"))
     accuracy = float(out.split("Accuracy is ")[1].split("%")[0])
     wrong = int(out.split("Misclassified test images (")[1].split(")")[0])
     assert accuracy == pytest.approx(100 * (1 - wrong / 10000), abs=0.005)
     assert matplotlib.image.imread(png).shape[:2] == (500, 800)
+    # A summary on the screen (a few), every one in the file.
+    assert wrong > 10 and len(out.splitlines()) <= 4
+    assert out.split("index:vote: ")[1].split(" ...")[0].count(":") == 10
+    rows = listed.read_text().splitlines()
+    assert rows[0] == "index true vote" and len(rows) == wrong + 1
+    j, true, vote = map(int, rows[1].split())
+    assert true != vote and 0 <= j < 10000
 
 
 def whole_and_resumed(folder, train):
@@ -398,3 +406,28 @@ def test_options_that_do_not_apply_are_refused_and_leave_nothing(tmp_path):
     assert "ReLU" in main["description"]
     assert dbl_conv["activation"] == "ReLU"
     assert "100 ReLU neurons" in dbl_conv["description"]
+
+
+def test_the_command_line_says_little_and_to_the_point(tmp_path):
+    """--version; a misspelt model; --quiet's one line of result; the
+    "auto" notice once per command, none with --quiet."""
+    assert ok(gpunn("--version")).startswith("gpunn ")
+    p = gpunn("train", "shalow")
+    assert p.returncode == 2 and "did you mean shallow?" in p.stderr
+    assert len(p.stderr.splitlines()) == 1 and "usage:" not in p.stderr
+    quick = ["--epochs", "1", "--limit", "200", "--eval-limit", "100"]
+    out = ok(gpunn("train", "shallow", *quick, "--quiet", "--backend",
+                   "numpy", "--out", tmp_path / "q"))
+    assert len(out.splitlines()) == 1 and "best validation accuracy" in out
+    out = ok(gpunn("train", "network", *quick, "--quiet", "--backend",
+                   "numpy", "--out", tmp_path / "n"))
+    assert len(out.splitlines()) == 1 and "test accuracy" in out
+    from gpunn import backend
+    if backend._usable_cupy()[0] is not None:
+        return  # "auto" picks CuPy here: no notice to count
+    p = gpunn("train", "shallow", *quick, "--runs", "3", "--backend", "auto",
+              "--out", tmp_path / "three")
+    assert p.returncode == 0 and p.stderr.count("using NumPy on the CPU") == 1
+    p = gpunn("train", "shallow", *quick, "--runs", "2", "--backend", "auto",
+              "--quiet", "--out", tmp_path / "quiet")
+    assert p.returncode == 0 and "using NumPy" not in p.stderr

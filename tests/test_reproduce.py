@@ -55,6 +55,16 @@ def test_chapter1_runs_side_by_side_and_match_a_network_trained_here(tmp_path):
     assert table[0]["book"] == 95.42 and not table[0]["book_settings"]
     invocation, = lines(tmp_path / "invocations.jsonl")
     assert invocation["runs"] == 2 and invocation["failed"] == 0
+    # Wall time per run: each process's, start-up included, not only its
+    # epochs' (a short run read "0 s").
+    walls = [lines(tmp_path / "logs" / "ch1-30-run{}.jsonl".format(j))[0][
+        "wall_seconds"] for j in (0, 1)]
+    epoch_seconds = sum(e["seconds"] for e in epochs)
+    assert walls[1] > epoch_seconds and all(w > 0.5 for w in walls)
+    assert table[0]["wall_seconds"] == round(sum(walls) / 2, 1)
+    row, = [line for line in (tmp_path / "table.md").read_text().split("\n")
+            if line.startswith("| ch1-30 ")]
+    assert "| {:.1f} s |".format(table[0]["wall_seconds"]) in row, row
 
     # Run again: finished runs are kept, not trained again.
     before = (tmp_path / "logs" / "ch1-30-run0.jsonl").read_text()
