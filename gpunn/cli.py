@@ -33,7 +33,7 @@ import sys
 import time
 
 import gpunn
-from gpunn import backend, errors, experiments, saving
+from gpunn import backend, errors, experiments, mnist_loader, saving
 from gpunn.activations import ACTIVATIONS
 
 COMMANDS = ("list", "train", "evaluate", "ensemble", "plot", "reproduce")
@@ -134,6 +134,10 @@ def parser():
                    help="validate and test on the first N images only")
     _backend_options(c)
     c.add_argument("--seed", type=int, help="seed of the run (default: random)")
+    c.add_argument("--data", metavar="PATH",
+                   help="train on this data set rather than the book's MNIST: "
+                   "a file in the book's format (mnist.pkl.gz's), or an .npz "
+                   "with the arrays " + ", ".join(mnist_loader.NPZ_ARRAYS))
     c.set_defaults(command=train_command)
 
     c = commands.add_parser("evaluate", help="accuracy of a saved network")
@@ -271,6 +275,8 @@ def train_command(args):
             settings["n"] = args.n or 100
         elif args.name == "double_fc_dropout":
             settings["p_dropout"] = list(args.p_dropout or (0.5, 0.5, 0.5))
+        if args.data:
+            settings["data"] = _own_data(args.data)
         e = _experiment(settings)
         settings["description"] = e.description
         settings.update(epochs=args.epochs or e.epochs,
@@ -314,6 +320,20 @@ def _seed_and_folder(args):
         int.from_bytes(os.urandom(4), "little")
     return seed, args.out or os.path.join("runs", "{}-{}".format(
         args.name, datetime.datetime.now().strftime("%Y%m%d-%H%M%S")))
+
+
+def _own_data(path):
+    """``path``, absolute, after reading it once as a data set (so that
+    a bad file is refused before any folder is made) and a notice that
+    it is not the book's MNIST."""
+    path = os.path.abspath(path)
+    (x, _), validation, test = mnist_loader.load_host(path)
+    if mnist_loader.sha256_of(path) != mnist_loader.MNIST_SHA256:
+        print("gpunn: training on {} ({} training, {} validation, {} test "
+              "images), not the book's MNIST".format(
+                  path, len(x), len(validation[0]), len(test[0])),
+              file=sys.stderr)
+    return path
 
 
 class Interrupted(Exception):
@@ -363,6 +383,7 @@ _OPTION_USERS = {
     "n": ("expanded_data", "expanded_data_double_fc", "network", "network2"),
     "init": ("network", "network2"),
     "monitor_gradients": experiments.CONV_PY, "no_graph": experiments.CONV_PY,
+    "data": experiments.CONV_PY,
 }
 # What --resume takes: the rest is the run's, in its run.json.
 _RESUME_OPTIONS = {"resume", "epochs", "quiet", "backend", "dtype", "no_graph"}
@@ -413,7 +434,8 @@ def _train_epochs(net, settings, folder, done, quiet):
     history = list(done)
     e = _experiment(settings)
     training, validation, test = _data(e.expanded_data, settings["limit"],
-                                       settings["eval_limit"])
+                                       settings["eval_limit"],
+                                       settings.get("data"))
     log_path = os.path.join(folder, "log.jsonl")
     # The log says what the checkpoint holds (a kill between the two left
     # it a line short), rewritten whole and renamed into place.
@@ -458,11 +480,13 @@ def _train_epochs(net, settings, folder, done, quiet):
                   len(done), "" if len(done) == 1 else "s", folder))
 
 
-def _data(expanded, limit, eval_limit):
-    training, validation, test = gpunn.load_data()
+def _data(expanded, limit, eval_limit, path=None):
+    """The book's MNIST (or the data set in the file ``path``), its
+    training part expanded if ``expanded``, cut to the limits."""
+    training, validation, test = gpunn.load_data(path)
     if expanded:
         from gpunn import expand_mnist
-        x, y = expand_mnist.expanded_training_data()
+        x, y = expand_mnist.expanded_training_data(path)
         training = (backend.asarray(x), backend.asarray(y, dtype="int32"))
     if limit:
         training = tuple(a[:limit] for a in training)
@@ -497,7 +521,7 @@ def _train_chapter_1_3(args):
     the large initializer: the book's 96.49% run.  Each epoch's validation
     and test accuracy go to log.jsonl; network.json is saved at the end
     (these runs are minutes long on a CPU: no checkpoint, no --resume)."""
-    from gpunn import mnist_loader, network, network2
+    from gpunn import network, network2
     if args.name == "network" and args.lmbda:
         raise gpunn.ConfigError("network (chapter 1) has no L2 regularization: "
                                 "use network2 for --lmbda")

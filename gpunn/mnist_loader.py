@@ -103,7 +103,8 @@ def check_sha256(path):
         raise DataError(
             "{} is not the book's MNIST file: its SHA-256 is {}, expected {}. "
             "Copy the book's mnist.pkl.gz there again (in a checkout of "
-            "gpunn: git checkout data/mnist.pkl.gz)."
+            "gpunn: git checkout data/mnist.pkl.gz). To train on data of your "
+            "own, give it to gpunn train --data PATH."
             .format(path, found, MNIST_SHA256))
 
 
@@ -264,18 +265,45 @@ def _check_structure(data, path):
                 part, y.min(), y.max()))
 
 
+#: The arrays of a data set in an .npz file (load_host).
+NPZ_ARRAYS = ("training_x", "training_y", "validation_x", "validation_y",
+              "test_x", "test_y")
+
+
 def load_host(path=None):
     """Return MNIST as NumPy arrays as stored in the file: a tuple
     ``(training_data, validation_data, test_data)`` of pairs ``(x, y)``,
     x of shape (n, 784), y of shape (n,).  ``path=None`` loads the bundled
-    file, after checking its SHA-256."""
+    file, after checking its SHA-256.  Another file is the book's format
+    (a pickle, gzip'd or not), or an ``.npz`` with the arrays NPZ_ARRAYS
+    (read with allow_pickle=False)."""
     if path is None:
         path = default_path()
         check_sha256(path)
     path = os.fspath(path)
-    data = safe_load_pickle(path)
+    if path.endswith(".npz"):
+        data = _load_npz(path)
+    else:
+        data = safe_load_pickle(path)
     _check_structure(data, path)
     return tuple((x, y) for x, y in data)
+
+
+def _load_npz(path):
+    try:
+        with numpy.load(path, allow_pickle=False) as f:
+            missing = [name for name in NPZ_ARRAYS if name not in f.files]
+            if missing:
+                raise DataError("{}: not MNIST data: no array {} (an .npz "
+                                "needs {})".format(path, ", ".join(missing),
+                                                   ", ".join(NPZ_ARRAYS)))
+            arrays = [f[name] for name in NPZ_ARRAYS]
+    except DataError:
+        raise
+    except Exception as e:  # missing, not a zip, object arrays...
+        raise DataError("{}: cannot read as an .npz file: {}".format(
+            path, e)) from None
+    return tuple(zip(arrays[0::2], arrays[1::2]))
 
 
 def load_data(path=None):

@@ -431,3 +431,37 @@ def test_the_command_line_says_little_and_to_the_point(tmp_path):
     p = gpunn("train", "shallow", *quick, "--runs", "2", "--backend", "auto",
               "--quiet", "--out", tmp_path / "quiet")
     assert p.returncode == 0 and "using NumPy" not in p.stderr
+
+
+def test_own_data_in_the_books_format_or_npz(tmp_path):
+    """--data: a pickle as the book's, or an .npz; a notice that it is not
+    the book's MNIST; recorded, and used again by --resume; a file that
+    is no data set refused before anything is made."""
+    from gpunn import mnist_loader
+    (x, y), (vx, vy), (tx, ty) = mnist_loader.load_host()
+    rng = numpy.random.default_rng(0)
+    pick = rng.permutation(len(x))[:600]
+    own = {"training_x": x[pick], "training_y": y[pick],
+           "validation_x": vx[:100], "validation_y": vy[:100],
+           "test_x": tx[:100], "test_y": ty[:100]}
+    numpy.savez(tmp_path / "own.npz", **own)
+    p = gpunn("train", "shallow", "--data", tmp_path / "own.npz", "--epochs",
+              "1", "--backend", "numpy", "--quiet", "--out", tmp_path / "run")
+    assert p.returncode == 0, p.stderr
+    assert "own.npz (600 training, 100 validation, 100 test images), not " \
+        "the book's MNIST" in p.stderr
+    settings = json.load(open(tmp_path / "run" / "run.json"))
+    assert settings["data"] == str(tmp_path / "own.npz")
+    ok(gpunn("train", "--resume", tmp_path / "run", "--epochs", "2",
+             "--quiet"))
+    log = [json.loads(line) for line in open(tmp_path / "run" / "log.jsonl")]
+    assert [r["epoch"] for r in log] == [0, 1]
+    # 100 test images: accuracies are whole percents.
+    assert all(round(100 * r["validation_accuracy"], 6).is_integer()
+               for r in log)
+    del own["test_y"]
+    numpy.savez(tmp_path / "bad.npz", **own)
+    p = gpunn("train", "shallow", "--data", tmp_path / "bad.npz", "--out",
+              tmp_path / "bad", "--backend", "numpy")
+    assert p.returncode == 2 and "no array test_y" in p.stderr
+    assert not (tmp_path / "bad").exists()
