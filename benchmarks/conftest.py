@@ -39,3 +39,5 @@ def threads(request):
 
 def pytest_benchmark_update_machine_info(config, machine_info):
     machine_info["gpunn"] = machine(config)
+    if os.environ.get("GPUNN_BENCH_NAME"):  # gpunn bench's name of it
+        machine_info["gpunn"]["name"] = os.environ["GPUNN_BENCH_NAME"]

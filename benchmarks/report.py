@@ -77,8 +77,10 @@ class Run:
         return f"{model}, {count} cores" if count else model
 
     def default_label(self):
-        """The GPU's name where the machine has one, else its CPU's."""
-        return self.machine.get("gpu_name") or self.cpu_label()
+        """The name given to ``gpunn bench --name``, else the GPU's name
+        where the machine has one, else its CPU's."""
+        return (self.machine.get("name") or self.machine.get("gpu_name")
+                or self.cpu_label())
 
     def devices(self):
         """The devices measured in this run, CPU first."""
@@ -281,6 +283,36 @@ def markdown(runs):
         parts.append("No epoch-time benchmarks (with gpunn's extra_info) "
                      "in these files.")
     return "\n".join(parts) + "\n"
+
+
+def comparison(runs):
+    """``gpunn bench compare``: seconds per epoch of each model, mini-batch
+    size and backend (gpunn's and torch's rows side by side), one column
+    per machine, and each machine's ratio to the first one given."""
+    keys = []
+    for run in runs:
+        for key in run.results:
+            if key not in keys:
+                keys.append(key)
+    models = model_order(runs)
+    keys.sort(key=lambda k: (models.index(k[0]), k[1], k[3], k[2]))
+    first = runs[0]
+    header = ["model", "backend", "mini-batch"] + \
+        ["{} (s/epoch)".format(run.label) for run in runs] + \
+        ["{} / {}".format(run.label, first.label) for run in runs[1:]]
+    rows = []
+    for model, size, framework, device in keys:
+        seconds = [(run.results.get((model, size, framework, device)) or {})
+                   .get("epoch_seconds") for run in runs]
+        backend = next(run.results[(model, size, framework, device)]["backend"]
+                       for run in runs
+                       if (model, size, framework, device) in run.results)
+        rows.append([model, backend, size] + [significant(s) for s in seconds]
+                    + [ratio(s, seconds[0]) for s in seconds[1:]])
+    note = ("Seconds per 50,000-image training epoch, float32 (median round; "
+            "lower is better). A ratio below 1: that machine is faster than "
+            "{}. {} means not measured.".format(first.label, DASH))
+    return "\n".join([note, "", table(header, rows, text_columns=2)]) + "\n"
 
 
 # --- the chart --------------------------------------------------------------

@@ -27,16 +27,18 @@ import json
 import contextlib
 import difflib
 import os
+import re
 import shutil
 import subprocess
 import sys
 import time
 
 import gpunn
-from gpunn import backend, errors, experiments, mnist_loader, saving
+from gpunn import backend, bench, errors, experiments, mnist_loader, saving
 from gpunn.activations import ACTIVATIONS
 
-COMMANDS = ("list", "train", "evaluate", "ensemble", "plot", "reproduce")
+COMMANDS = ("list", "train", "evaluate", "ensemble", "plot", "reproduce",
+            "bench")
 CHAPTERS_1_3 = ("network", "network2")
 
 
@@ -192,6 +194,41 @@ def parser():
                      "book's NumPy code; float32 for chapter 6, as its Theano "
                      "on a GPU")
     c.set_defaults(command=reproduce_command)
+
+    c = commands.add_parser(
+        "bench", help="compare hardware: seconds per training epoch",
+        description="Run the benchmark suite (a checkout's benchmarks/) and "
+        "write one JSON file; 'gpunn bench compare FILE...' puts the files "
+        "of several machines side by side.")
+    c.add_argument("--models", nargs="+", metavar="MODEL",
+                   default=["dbl_conv_relu"],
+                   help="chapter-6 models (default dbl_conv_relu; 'all' for "
+                   "every one)")
+    c.add_argument("--batch", nargs="+", type=_positive_int, metavar="M",
+                   default=[10, 64, 256], help="mini-batch sizes "
+                   "(default 10 64 256)")
+    c.add_argument("--backend", nargs="+", metavar="B", dest="backends",
+                   help="of " + ", ".join(bench.BACKENDS) + " (default: "
+                   "all; those this machine cannot run are skipped)")
+    c.add_argument("--quick", action="store_true",
+                   help="{} steps per timed round: a rough figure, fast"
+                   .format(bench.QUICK_STEPS))
+    c.add_argument("--name", help="the machine's name in the results "
+                   "(default: its GPU's name, or its CPU's model and cores)")
+    c.add_argument("--out", help="the JSON file (default bench-NAME.json)")
+    c.set_defaults(command=bench_command)
+    sub = c.add_subparsers(metavar="compare", dest="bench_command")
+    compare = sub.add_parser(
+        "compare", help="seconds per epoch of several machines side by side",
+        description="Seconds per epoch for each model, mini-batch size and "
+        "backend, a column per machine, and each machine's ratio to the "
+        "first file given.")
+    compare.add_argument("files", nargs="+", metavar="FILE")
+    compare.add_argument("--markdown", metavar="PATH",
+                         help="also write the table to this file")
+    compare.add_argument("--png", metavar="PATH",
+                         help="also draw a bar chart (needs matplotlib)")
+    compare.set_defaults(command=bench_compare_command)
     return p
 
 
@@ -743,6 +780,24 @@ def plot_command(args):
 
 
 # ---------------------------------------------------------------- reproduce
+
+def bench_command(args):
+    models = list(experiments.EXPERIMENTS) if args.models == ["all"] \
+        else args.models
+    name = args.name
+    out = args.out or "bench-{}.json".format(re.sub(
+        r"[^A-Za-z0-9.]+", "-", name or bench.machine_name()).strip("-").lower())
+    failed = bench.run(models, args.batch, args.backends or bench.BACKENDS,
+                       args.quick, name, out)
+    print("Wrote {}{}".format(out, "; {} case(s) FAILED".format(failed)
+                              if failed else ""))
+    return 1 if failed else 0
+
+
+def bench_compare_command(args):
+    bench.compare(args.files, args.markdown, args.png)
+    return 0
+
 
 def reproduce_command(args):
     from gpunn import reproduce

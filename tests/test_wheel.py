@@ -42,3 +42,8 @@ def test_the_wheel_carries_the_data_and_trains(tmp_path):
     assert p.returncode == 0, p.stderr[-2000:]
     assert "Epoch 0: validation accuracy" in p.stdout
     assert os.path.exists(elsewhere / "run" / "network.npz")
+    # The benchmark suite is the checkout's: gpunn bench says so.
+    p = subprocess.run([sys.executable, "-m", "gpunn", "bench"], cwd=elsewhere,
+                       env=env, capture_output=True, text=True, timeout=600)
+    assert p.returncode == 2 and "benchmark suite of a gpunn checkout" \
+        in p.stderr
