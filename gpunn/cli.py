@@ -101,14 +101,18 @@ def parser():
     c.add_argument("--epochs", type=_positive_int,
                    help="epochs to train (default: the book's, e.g. 60 for "
                    "dbl_conv_relu, 30 for chapters 1 and 3)")
-    c.add_argument("--eta", type=_positive_float, help="learning rate")
-    c.add_argument("--lmbda", type=_nonnegative_float, help="L2 regularization")
+    c.add_argument("--eta", type=_positive_float,
+                   help="learning rate (default: the book's for the model, "
+                   "e.g. 0.03 for dbl_conv_relu; gpunn list shows them)")
+    c.add_argument("--lmbda", type=_nonnegative_float,
+                   help="L2 regularization (default: the book's for the "
+                   "model, e.g. 0.1 for dbl_conv_relu)")
     c.add_argument("--mini-batch-size", type=_positive_int, default=10,
                    help="default 10, the book's")
     c.add_argument("--n", type=_positive_int, default=None,
                    help="neurons per fully connected layer (expanded_data, "
-                        "expanded_data_double_fc; hidden neurons of network, "
-                        "network2)")
+                        "expanded_data_double_fc; default 100); hidden "
+                        "neurons of network, network2 (default 30)")
     c.add_argument("--init", choices=("large", "default"),
                    help="network, network2: the large initializer, N(0, 1) "
                         "weights (default), or chapter 3's N(0, 1/n_in)")
@@ -118,7 +122,8 @@ def parser():
                    help="double_fc_dropout's three dropout probabilities, "
                    "each in [0, 1) (default 0.5 0.5 0.5)")
     c.add_argument("--runs", type=_positive_int, default=1,
-                   help="train this many networks, one folder each")
+                   help="train this many networks, one folder each "
+                   "(default 1)")
     c.add_argument("--out", help="the run's folder (default runs/NAME-DATE-TIME)")
     c.add_argument("--resume", metavar="RUN",
                    help="go on with the run in this folder from its checkpoint")

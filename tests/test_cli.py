@@ -396,6 +396,12 @@ def test_options_that_do_not_apply_are_refused_and_leave_nothing(tmp_path):
         assert p.returncode == 2 and message in p.stderr, (args, p.stderr)
         assert "Traceback" not in p.stderr
         assert not (tmp_path / "runs" / str(k)).exists(), args
+    from gpunn import backend
+    if backend._usable_cupy()[0] is None:  # a CuPy that cannot run here
+        p = gpunn("train", "shallow", "--backend", "cupy", "--out",
+                  tmp_path / "runs" / "cupy" / "run")
+        assert p.returncode == 2 and "cupy backend cannot run" in p.stderr
+        assert not (tmp_path / "runs" / "cupy").exists()
     # The main job (dbl_conv_relu) took no option: none is recorded.
     ok(gpunn("--epochs", "1", *QUICK, "--quiet", "--out", tmp_path / "main"))
     ok(gpunn("train", "dbl_conv", "--activation", "ReLU", "--epochs", "1",
