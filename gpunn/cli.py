@@ -302,6 +302,7 @@ def train_command(args):
     if args.name in CHAPTERS_1_3:
         return _train_chapter_1_3(args)
     seed, out = _seed_and_folder(args)
+    data = _own_data(args.data) if args.data else None
     for run in range(args.runs):
         folder = out if args.runs == 1 else os.path.join(out, "run-{}".format(run))
         settings = {
@@ -317,8 +318,8 @@ def train_command(args):
             settings["n"] = args.n or 100
         elif args.name == "double_fc_dropout":
             settings["p_dropout"] = list(args.p_dropout or (0.5, 0.5, 0.5))
-        if args.data:
-            settings["data"] = _own_data(args.data)
+        if data:
+            settings["data"] = data
         e = _experiment(settings)
         settings["description"] = e.description
         settings.update(epochs=args.epochs or e.epochs,
