@@ -126,12 +126,15 @@ def gpu_count():
         return 0
 
 
-def use(backend="auto", dtype="float32", seed=None, quiet=False):
+def use(backend="auto", dtype="float32", seed=None, quiet=False,
+        threads=None):
     """Choose the array backend and the floating-point dtype.
 
     ``backend`` is ``"numpy"``, ``"cupy"`` or ``"auto"`` (CuPy when it
     imports and a CUDA device is usable, else NumPy with a one-line
-    notice on stderr, once per process, unless ``quiet``).  ``dtype`` is ``"float32"`` (default, Theano's
+    notice on stderr, once per process, unless ``quiet``).  ``threads``
+    (or ``$GPUNN_THREADS``) sets the CPU threads of NumPy's BLAS
+    (``set_threads``); without either they are left as they are.  ``dtype`` is ``"float32"`` (default, Theano's
     floatX on the GPU) or ``"float64"``.  ``seed`` reseeds the host and
     device generators (see ``reseed``).  Returns the backend's name.
 
@@ -163,9 +166,41 @@ def use(backend="auto", dtype="float32", seed=None, quiet=False):
                       file=sys.stderr)
             _noticed.add(reason)
             module = numpy
+    if threads is not None or os.environ.get("GPUNN_THREADS"):
+        set_threads(threads)
     _active = types.SimpleNamespace(xp=module, floatX=numpy.dtype(dtype_name))
     reseed(seed)
     return name()
+
+
+def set_threads(n=None):
+    """Give NumPy's BLAS ``n`` CPU threads (through threadpoolctl: one
+    owner of threading; gpunn's numba kernels run on one thread).  None:
+    ``$GPUNN_THREADS``, else the cores this process may use
+    (``os.sched_getaffinity``), so as not to oversubscribe a machine
+    whose cores are shared.  Returns the number."""
+    if n is None:
+        n = os.environ.get("GPUNN_THREADS") or (
+            len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+            else os.cpu_count() or 1)
+    try:
+        n = int(n)
+        ok = n >= 1
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise BackendError("threads must be a whole number of at least 1, got "
+                           "{!r} (from --threads or GPUNN_THREADS)".format(n))
+    from threadpoolctl import threadpool_limits
+    threadpool_limits(limits=n, user_api="blas")
+    return n
+
+
+def blas_threads():
+    """The threads NumPy's BLAS uses now (the most of its libraries')."""
+    from threadpoolctl import threadpool_info
+    return max((info["num_threads"] for info in threadpool_info()
+                if info.get("user_api") == "blas"), default=None)
 
 
 def reseed(s=None):

@@ -141,6 +141,9 @@ def parser():
                    help="validate and test on the first N images only")
     _backend_options(c)
     c.add_argument("--seed", type=int, help="seed of the run (default: random)")
+    c.add_argument("--threads", type=_positive_int, metavar="N",
+                   help="CPU threads of NumPy's BLAS (default: $GPUNN_THREADS, "
+                   "else the cores this process may use)")
     c.add_argument("--data", metavar="PATH",
                    help="train on this data set rather than the book's MNIST: "
                    "a file in the book's format (mnist.pkl.gz's), or an .npz "
@@ -248,6 +251,9 @@ def _use(args, seed=None):
     gpunn.use(args.backend or os.environ.get("GPUNN_BACKEND") or "auto",
               args.dtype or os.environ.get("GPUNN_DTYPE") or "float32",
               seed=seed, quiet=getattr(args, "quiet", False))
+    # The command's default, unlike the library's: no more threads than
+    # the cores this process may use.
+    backend.set_threads(getattr(args, "threads", None))
 
 
 # ---------------------------------------------------------------- list
@@ -429,7 +435,8 @@ _OPTION_USERS = {
     "data": experiments.CONV_PY,
 }
 # What --resume takes: the rest is the run's, in its run.json.
-_RESUME_OPTIONS = {"resume", "epochs", "quiet", "backend", "dtype", "no_graph"}
+_RESUME_OPTIONS = {"resume", "epochs", "quiet", "backend", "dtype", "no_graph",
+                   "threads"}
 
 
 def _refuse_what_does_not_apply(args):
@@ -489,7 +496,7 @@ def _train_epochs(net, settings, folder, done, quiet):
 
     def on_epoch(record):
         record = dict(record, backend=backend.name(), dtype=backend.floatX.name,
-                      device=_device())
+                      device=_device(), threads=backend.blas_threads())
         saved = done + [record]
         saving.save(net, os.path.join(folder, "network.npz"),
                     experiment=e.name, settings=settings,
@@ -628,7 +635,7 @@ def _train_1_3(net, settings, data, folder, quiet):
                       "test_accuracy": t / len(test),
                       "seconds": time.perf_counter() - start,
                       "backend": backend.name(), "dtype": backend.floatX.name,
-                      "device": _device()}
+                      "device": _device(), "threads": backend.blas_threads()}
             with open(log_path, "a") as f:
                 f.write(json.dumps(record) + "\n")
             if not quiet:

@@ -231,7 +231,7 @@ def run_all(planned, jobs, epochs, options, gpus, out,
             r = todo.pop(0)
             os.makedirs(r.folder, exist_ok=True)
             env = dict(os.environ)
-            for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS",
+            for name in ("GPUNN_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS",
                          "MKL_NUM_THREADS"):
                 env.setdefault(name, str(threads))
             if gpus:  # the runs take turns on the visible GPUs

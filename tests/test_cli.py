@@ -471,3 +471,35 @@ def test_own_data_in_the_books_format_or_npz(tmp_path):
               tmp_path / "bad", "--backend", "numpy")
     assert p.returncode == 2 and "no array test_y" in p.stderr
     assert not (tmp_path / "bad").exists()
+
+
+def test_threads_as_asked_and_by_default_the_cores_this_process_may_use(
+        tmp_path):
+    """--threads, $GPUNN_THREADS, and the default (the process's CPU
+    affinity), as NumPy's BLAS then runs them (logged per epoch)."""
+    quick = ["--epochs", "1", "--limit", "200", "--eval-limit", "100",
+             "--backend", "numpy", "--quiet"]
+
+    def logged_threads(folder):
+        record, = [json.loads(line) for line in open(folder / "log.jsonl")]
+        return record["threads"]
+    ok(gpunn("train", "shallow", *quick, "--threads", "1", "--out",
+             tmp_path / "one"))
+    assert logged_threads(tmp_path / "one") == 1
+    ok(gpunn("train", "network2", *quick, "--threads", "1", "--out",
+             tmp_path / "n2"))
+    assert logged_threads(tmp_path / "n2") == 1
+    ok(gpunn("train", "shallow", *quick, "--out", tmp_path / "default"))
+    assert logged_threads(tmp_path / "default") == len(os.sched_getaffinity(0))
+    env = dict(os.environ, GPUNN_THREADS="1", PYTHONPATH=REPO)
+    subprocess.run([sys.executable, "-m", "gpunn", "train", "shallow", *quick,
+                    "--out", tmp_path / "env"], env=env, check=True)
+    assert logged_threads(tmp_path / "env") == 1
+    p = gpunn("train", "shallow", "--threads", "0")
+    assert p.returncode == 2 and "--threads: must be at least 1" in p.stderr
+    env["GPUNN_THREADS"] = "many"
+    p = subprocess.run([sys.executable, "-m", "gpunn", "train", "shallow",
+                        *quick, "--out", tmp_path / "bad"], env=env,
+                       capture_output=True, text=True)
+    assert p.returncode == 2 and "GPUNN_THREADS" in p.stderr
+    assert not (tmp_path / "bad").exists()
