@@ -46,9 +46,9 @@ from gpunn.backend import get_array_module
 LARGEST_MINI_BATCH = 64
 
 
-def can_capture(net, training_x, monitor_gradients=False):
-    """Can ``net``'s steps on ``training_x`` be captured (CuPy arrays, the
-    fused kernels on, no per-step gradient norms)?"""
+def can_capture(training_x, monitor_gradients=False):
+    """Can training on ``training_x`` be captured (CuPy arrays, the fused
+    kernels on, no per-step gradient norms)?"""
     return (not isinstance(training_x, numpy.ndarray) and kernels.FAST_CUDA
             and not monitor_gradients)
 
@@ -117,7 +117,8 @@ class CapturedStep:
         xp = get_array_module(self.x)
         kernels_cuda.load(xp, self.x.dtype)
         with self.stream, xp.cuda.using_allocator(self.pool.malloc), \
-                backend.dropout_key_on_device(self.state):
+                backend.dropout_key_on_device(self.state), \
+                kernels_cuda.gemm_only():
             self.stream.begin_capture()
             try:
                 kernels_cuda.load_batch(self.training_x, self.training_y,

@@ -74,7 +74,7 @@ def matmul(a, b, out=None):
     """The matrix product a @ b of 2-d arrays, into ``out`` if given: the
     BLAS (cuBLAS on CuPy), except in a captured training step, where
     CuPy refuses cuBLAS: then kernels_cuda.gemm (``use_gemm``)."""
-    if _fast_cuda(a) and kernels_cuda.use_gemm(get_array_module(a)):
+    if _fast_cuda(a) and kernels_cuda.use_gemm():
         return kernels_cuda.gemm(a, b, out)
     return get_array_module(a).matmul(a, b, out=out)
 

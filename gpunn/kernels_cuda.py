@@ -508,8 +508,9 @@ _gemm_only = []
 
 @contextlib.contextmanager
 def gemm_only():
-    """Inside, ``use_gemm`` says yes: a captured step's eager first step
-    computes its products as its replays do, to the last bit."""
+    """Inside, ``use_gemm`` says yes: a captured step's capture (CuPy
+    refuses cuBLAS then), and its eager first step, which so computes its
+    products as its replays do, to the last bit."""
     _gemm_only.append(True)
     try:
         yield
@@ -517,11 +518,10 @@ def gemm_only():
         _gemm_only.pop()
 
 
-def use_gemm(xp):
-    """Do products go to ``gemm`` rather than cuBLAS?  While the current
-    CUDA stream captures a graph (CuPy refuses cuBLAS then), and inside
-    ``gemm_only``."""
-    return bool(_gemm_only) or xp.cuda.get_current_stream().is_capturing()
+def use_gemm():
+    """Do products go to ``gemm`` rather than cuBLAS (inside
+    ``gemm_only``)?  A flag: the eager step asks nothing of the device."""
+    return bool(_gemm_only)
 
 
 def gemm(a, b, out=None):

@@ -267,7 +267,7 @@ class Network:
         if graph == "auto":
             graph = mini_batch_size <= cuda_graph.LARGEST_MINI_BATCH
         captured = None
-        if graph and cuda_graph.can_capture(self, training_x, monitor_gradients):
+        if graph and cuda_graph.can_capture(training_x, monitor_gradients):
             captured = cuda_graph.CapturedStep(self, training_x, training_y, eta,
                                                lmbda, num_training_batches)
         history = list(history or [])

@@ -70,6 +70,17 @@ def on_cupy_double(monkeypatch, cupy_double_hook):
     return cupy_double.module()
 
 
+@pytest.fixture(params=["float64", "float32"])
+def on_cupy(request, cupy_kind):
+    """For gpu-marked tests: CuPy in each float type, the double in the
+    default run, real CuPy on a GPU; the dtype's name."""
+    if cupy_kind == "gpu":
+        skip_without_cupy()
+    import gpunn
+    gpunn.use("cupy", request.param, seed=0)
+    return request.param
+
+
 @pytest.fixture(params=["numpy", "cupy-double",
                         pytest.param("cupy", marks=pytest.mark.gpu)])
 def backend_name(request, monkeypatch, cupy_double_hook):

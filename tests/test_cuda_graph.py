@@ -10,17 +10,6 @@ import gpunn
 from gpunn import backend, cuda_graph, kernels
 from gpunn.experiments import EXPERIMENTS
 from tests import cupy_double
-from tests.helpers import skip_without_cupy
-
-
-@pytest.fixture(params=["float64", "float32"])
-def on_cupy(request, cupy_kind):
-    """CuPy in each float type: the double in the default run (its
-    variant of each gpu-marked test), real CuPy on a GPU."""
-    if cupy_kind == "gpu":
-        skip_without_cupy()
-    gpunn.use("cupy", request.param, seed=0)
-    return request.param
 
 
 def data(n, seed):

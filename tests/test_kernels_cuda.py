@@ -18,7 +18,6 @@ from gpunn import backend, kernels, kernels_cuda
 from gpunn.activations import ACTIVATIONS
 from gpunn.experiments import EXPERIMENTS
 from tests import cupy_double
-from tests.helpers import skip_without_cupy
 
 TOLERANCE = {"float64": 1e-12, "float32": 1e-5}
 # (conv output (N, F, OH, OW), poolsize): borders, non-square windows,
@@ -54,16 +53,6 @@ def test_nvrtc_compiles_every_kernel(arch, dtype):
     assert nvrtc.getCUBIN(program)
     for name in kernels_cuda.KERNELS:
         assert 'extern "C" __global__ void {}('.format(name) in kernels_cuda.SOURCE
-
-
-@pytest.fixture(params=["float64", "float32"])
-def on_cupy(request, cupy_kind):
-    """CuPy in each float type: the double in the default run (its
-    variant of each gpu-marked test), real CuPy on a GPU."""
-    if cupy_kind == "gpu":
-        skip_without_cupy()
-    gpunn.use("cupy", request.param, seed=0)
-    return request.param
 
 
 def on_the_double():
