@@ -19,8 +19,10 @@ function here                     fast version
 ================================  ===============================
 col2im_matmul                     NumPy: kernels_cpu.col2im (numba)
                                   CuPy: kernels_cuda.col2im (CUDA C)
-pool_bias_activation              CuPy: kernels_cuda (CUDA C)
-pool_bias_activation_backward     CuPy: kernels_cuda (CUDA C)
+pool_bias_activation              NumPy: kernels_cpu (numba)
+                                  CuPy: kernels_cuda (CUDA C)
+pool_bias_activation_backward     NumPy: kernels_cpu (numba)
+                                  CuPy: kernels_cuda (CUDA C)
 bias_activation                   CuPy: kernels_cuda (CUDA C)
 delta_bias_gradient               CuPy: kernels_cuda (CUDA C)
 softmax_cost_delta                CuPy: kernels_cuda (CUDA C)
@@ -319,15 +321,19 @@ def pool_bias_activation(conv_out, b, poolsize, activation_fn):
     ``activation_fn``.  Returns ``(z, a, route)``: z and a of shape
     (N, F, PH, PW), and route, what ``pool_bias_activation_backward``
     needs to send gradients back through the pooling (the generic
-    version keeps the input and the maxima; the CUDA kernel, each
+    version keeps the input and the maxima; the compiled kernels, each
     window's argmax, one byte per pooled value).  The CUDA kernel's z
     and a are (N, F, PH, PW) arrays, so that a fully connected layer
-    above reads them without a copy; the generic ones, views of
+    above reads them without a copy; the others, views of
     channels-last data."""
     if _fast_cuda(conv_out, activation_fn):
         return kernels_cuda.pool_bias_activation(
             channels_last(conv_out), b, poolsize,
             kernels_cuda.ACTIVATION_CODES[activation_fn])
+    if _fast(conv_out):
+        z, a, route = kernels_cpu.pool_bias_activation(
+            channels_last(conv_out), b, poolsize, activation_fn)
+        return z.transpose(0, 3, 1, 2), a.transpose(0, 3, 1, 2), route
     pooled_out = max_pool(conv_out, poolsize)
     z = pooled_out + b.reshape(1, -1, 1, 1)
     return z, activation_fn(z), (conv_out, pooled_out)
@@ -349,6 +355,12 @@ def pool_bias_activation_backward(nabla_a, z, a, route, conv_shape, poolsize,
         # Each delta lands in exactly one place: the sums are the same.
         xp.sum(nabla_conv, axis=(0, 1, 2), out=nabla_b)
         return nabla_conv.transpose(0, 3, 1, 2)
+    if not isinstance(route, tuple):  # kernels_cpu's route
+        N, F, OH, OW = conv_shape
+        return kernels_cpu.pool_bias_activation_backward(
+            channels_last(nabla_a), channels_last(z), channels_last(a), route,
+            (N, OH, OW, F), poolsize, activation_fn, nabla_b
+        ).transpose(0, 3, 1, 2)
     conv_out, pooled_out = route
     delta = nabla_a * activation_fn.prime(z, a)
     xp.sum(delta, axis=(0, 2, 3), out=nabla_b)

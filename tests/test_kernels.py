@@ -383,3 +383,51 @@ def test_dropout_keeps_what_philox_says(backend_name, fast_cpu, p_dropout, draw)
     other = host(kernels.dropout(put(np.ones((200, 500))), p_dropout, key,
                                  draw + 1)[1])
     assert (big != other).mean() > 0.5 * min(p_dropout, 1 - p_dropout)
+
+
+# (conv output (N, F, OH, OW), poolsize): borders, non-square windows,
+# the book's two conv layers at mini-batch 10
+COMPILED_POOL_CASES = POOL_CASES + [((10, 20, 24, 24), (2, 2)),
+                                    ((10, 40, 8, 8), (2, 2))]
+
+
+@pytest.mark.parametrize("conv_shape, poolsize", COMPILED_POOL_CASES, ids=str)
+@pytest.mark.parametrize("activation_fn", ACTIVATIONS, ids=str)
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_compiled_pool_bias_activation_equals_the_generic_one(
+        monkeypatch, conv_shape, poolsize, activation_fn, dtype):
+    """kernels_cpu's pooling forward and backward against the generic
+    ones, on values with many ties (the first maximum must win), with
+    nabla_a as a fully connected layer gives it (N, F, PH, PW) and as a
+    conv layer does (a view of channels-last data)."""
+    if kernels.kernels_cpu is None:
+        pytest.skip("numba is not installed")
+    backend.use("numpy", dtype)
+    rng = np.random.default_rng(8)
+    N, F, OH, OW = conv_shape
+    PH, PW = OH // poolsize[0], OW // poolsize[1]
+    conv = (rng.integers(-3, 4, size=(N, OH, OW, F)) * 0.5).astype(dtype)
+    conv = conv.transpose(0, 3, 1, 2)  # as conv2d returns it
+    b = rng.normal(size=F).astype(dtype)
+    nabla_nchw = rng.normal(size=(N, F, PH, PW)).astype(dtype)
+    for nabla_a in (nabla_nchw, kernels.channels_last(nabla_nchw).transpose(
+            0, 3, 1, 2)):
+        results = {}
+        for compiled in (True, False):
+            monkeypatch.setattr(kernels, "FAST_CPU", compiled)
+            nabla_b = np.full(F, np.nan, dtype=dtype)
+            z, a, route = kernels.pool_bias_activation(conv, b, poolsize,
+                                                       activation_fn)
+            nabla_conv = kernels.pool_bias_activation_backward(
+                nabla_a, z, a, route, conv.shape, poolsize, activation_fn,
+                nabla_b)
+            results[compiled] = z, a, nabla_conv, nabla_b
+        z, a, nabla_conv, nabla_b = results[True]
+        for got, want in zip((z, a, nabla_conv), results[False]):
+            assert got.shape == want.shape and got.dtype == want.dtype
+            np.testing.assert_array_equal(got, want)  # bit for bit
+        # The bias sums, taken in another order: equal to rounding.
+        want = results[False][3]
+        tolerance = 1e-5 if dtype == "float32" else 1e-12
+        np.testing.assert_allclose(nabla_b, want, rtol=tolerance,
+                                   atol=tolerance * np.abs(want).max())
