@@ -133,9 +133,10 @@ def use(backend="auto", dtype="float32", seed=None, quiet=False,
     ``backend`` is ``"numpy"``, ``"cupy"`` or ``"auto"`` (CuPy when it
     imports and a CUDA device is usable, else NumPy with a one-line
     notice on stderr, once per process, unless ``quiet``).  ``threads``
-    (or ``$GPUNN_THREADS``) sets the CPU threads of NumPy's BLAS
-    (``set_threads``); without either they are left as they are.  ``dtype`` is ``"float32"`` (default, Theano's
-    floatX on the GPU) or ``"float64"``.  ``seed`` reseeds the host and
+    (or ``$GPUNN_THREADS``) sets gpunn's CPU threads (``set_threads``;
+    by default, the cores this process may use).  ``dtype`` is
+    ``"float32"`` (default, Theano's floatX on the GPU) or
+    ``"float64"``.  ``seed`` reseeds the host and
     device generators (see ``reseed``).  Returns the backend's name.
 
     Arrays made before the switch stay where they are: move a network
@@ -173,16 +174,22 @@ def use(backend="auto", dtype="float32", seed=None, quiet=False,
     return name()
 
 
+# gpunn's CPU threads (shards.py): None until set, then a number; and
+# whether gpunn has set NumPy's BLAS to one thread (take_threads).
+_threads = None
+_owns_threading = False
+
+
 def set_threads(n=None):
-    """Give NumPy's BLAS ``n`` CPU threads (through threadpoolctl: one
-    owner of threading; gpunn's numba kernels run on one thread).  None:
-    ``$GPUNN_THREADS``, else the cores this process may use
-    (``os.sched_getaffinity``), so as not to oversubscribe a machine
-    whose cores are shared.  Returns the number."""
+    """Give gpunn ``n`` CPU threads: a NumPy training step runs its shards
+    on them (shards.py), and NumPy's BLAS runs on one thread each
+    (through threadpoolctl), so that one owner of threading never
+    fights another for the cores.  None: ``$GPUNN_THREADS``, else the
+    cores this process may use (``os.sched_getaffinity``).  Returns the
+    number."""
+    global _threads
     if n is None:
-        n = os.environ.get("GPUNN_THREADS") or (
-            len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
-            else os.cpu_count() or 1)
+        n = os.environ.get("GPUNN_THREADS") or _cores()
     try:
         n = int(n)
         ok = n >= 1
@@ -191,9 +198,38 @@ def set_threads(n=None):
     if not ok:
         raise BackendError("threads must be a whole number of at least 1, got "
                            "{!r} (from --threads or GPUNN_THREADS)".format(n))
-    from threadpoolctl import threadpool_limits
-    threadpool_limits(limits=n, user_api="blas")
+    _threads = n
+    take_threads()
     return n
+
+
+def _cores():
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def threads():
+    """gpunn's CPU threads: as set (``set_threads``, ``use(threads=)``),
+    else ``$GPUNN_THREADS``, else the cores this process may use."""
+    if _threads is not None:
+        return _threads
+    try:
+        return max(1, int(os.environ.get("GPUNN_THREADS") or _cores()))
+    except ValueError:
+        return _cores()
+
+
+def take_threads():
+    """Make gpunn the owner of the CPU's threads, once per process: NumPy's
+    BLAS goes to one thread (gpunn's threads make the products' calls).
+    A NumPy training step calls this.  Returns ``threads()``."""
+    global _owns_threading
+    if not _owns_threading:
+        from threadpoolctl import threadpool_limits
+        threadpool_limits(limits=1, user_api="blas")
+        _owns_threading = True
+    return threads()
 
 
 def blas_threads():

@@ -496,7 +496,7 @@ def _train_epochs(net, settings, folder, done, quiet):
 
     def on_epoch(record):
         record = dict(record, backend=backend.name(), dtype=backend.floatX.name,
-                      device=_device(), threads=backend.blas_threads())
+                      device=_device(), threads=backend.threads())
         saved = done + [record]
         saving.save(net, os.path.join(folder, "network.npz"),
                     experiment=e.name, settings=settings,
@@ -635,7 +635,7 @@ def _train_1_3(net, settings, data, folder, quiet):
                       "test_accuracy": t / len(test),
                       "seconds": time.perf_counter() - start,
                       "backend": backend.name(), "dtype": backend.floatX.name,
-                      "device": _device(), "threads": backend.blas_threads()}
+                      "device": _device(), "threads": backend.threads()}
             with open(log_path, "a") as f:
                 f.write(json.dumps(record) + "\n")
             if not quiet:

@@ -28,7 +28,7 @@ import time
 
 import numpy
 
-from gpunn import backend, cuda_graph, kernels
+from gpunn import backend, cuda_graph, kernels, shards
 from gpunn.activations import ReLU, linear, sigmoid, tanh  # noqa: F401 (the book's names)
 from gpunn.backend import get_array_module
 from gpunn.errors import ConfigError, DivergenceError, number, positive_int
@@ -91,9 +91,11 @@ class Network:
         self.flat_params = xp.empty(size, dtype=dtype)
         self.flat_nablas = xp.zeros(size, dtype=dtype)
         w_start, b_start = 0, self.n_weights
+        self.parameter_ranges = []  # each layer's (w's, b's) slice of them
         for layer, (w, b, _, _) in zip(self.layers, storages):
             w_range = slice(w_start, w_start + w.size)
             b_range = slice(b_start, b_start + b.size)
+            self.parameter_ranges.append((w_range, b_range))
             layer.use_storage(*(flat[r].reshape(shape) for flat in (
                 self.flat_params, self.flat_nablas) for r, shape in (
                     (w_range, w.shape), (b_range, b.shape))))
@@ -111,13 +113,16 @@ class Network:
         shape (n, n_out)."""
         xp = get_array_module(self.layers[0].w)
         x = self._inputs(x)
-        outputs = []
-        for k in range(0, len(x), batch_size):
+
+        def output(k):
             a = x[k:k + batch_size]
             for layer in self.layers:
                 a = layer.feedforward(a)
-            outputs.append(a)
-        return xp.concatenate(outputs)
+            return a
+        starts = range(0, len(x), batch_size)
+        if xp is numpy:  # the batches on gpunn's threads (shards.py)
+            return xp.concatenate(shards.run(output, list(starts)))
+        return xp.concatenate([output(k) for k in starts])
 
     def predict(self, x):
         """Return the digit the network picks for each row of ``x`` (n,)."""
@@ -142,7 +147,13 @@ class Network:
     def _backprop(self, x, y, cost=None):
         """``backprop`` on arrays already on the network's backend, into
         the layers' own gradient arrays; also returns the mini-batch's
-        cost (a 0-d device array, ``cost`` if given)."""
+        cost (a 0-d device array, ``cost`` if given).  On NumPy, a
+        mini-batch of more than shards.SHARD_SIZE images is cut into
+        shards that run on every core (shards.py)."""
+        if isinstance(x, numpy.ndarray):
+            backend.take_threads()  # the BLAS on one thread
+            if shards.shard_count(len(x)) > 1:
+                return shards.backprop(self, x, y, cost)
         a = x
         for layer in self.layers[:-1]:
             a = layer.forward(a)

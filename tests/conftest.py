@@ -35,10 +35,12 @@ def expanded_data_cache(tmp_path_factory):
 def restore_backend():
     """Leave the backend, dtype and generators as the test found them."""
     saved, saved_cupy = backend._active, backend._cupy
+    saved_threads = backend._threads
     if saved is not None:
         saved = types.SimpleNamespace(**vars(saved))
     yield
     backend._active, backend._cupy = saved, saved_cupy
+    backend._threads = saved_threads
 
 
 @pytest.fixture(scope="session")

@@ -183,19 +183,16 @@ def test_network2_runs_on_cupy_and_agrees_with_numpy():
         numpy.testing.assert_allclose(w_c, w_n, rtol=1e-8)
 
 
-def test_use_sets_the_blas_threads_only_when_asked(monkeypatch):
-    """gpunn.use(threads=N) or $GPUNN_THREADS; without either the BLAS is
-    left as it is (the benchmark suite sets it itself)."""
-    before = backend.blas_threads()
-    try:
-        gpunn.use("numpy", threads=1)
-        assert backend.blas_threads() == 1
-        gpunn.use("numpy")
-        assert backend.blas_threads() == 1  # left alone
-        monkeypatch.setenv("GPUNN_THREADS", "2")
-        gpunn.use("numpy")
-        assert backend.blas_threads() == min(2, before)
-        with pytest.raises(gpunn.BackendError, match="at least 1"):
-            gpunn.use("numpy", threads=0)
-    finally:
-        backend.set_threads(before)
+def test_use_sets_gpunn_threads_only_when_asked(monkeypatch):
+    """gpunn.use(threads=N) or $GPUNN_THREADS; without either the number
+    is left as it is; NumPy's BLAS then runs on one thread."""
+    monkeypatch.delenv("GPUNN_THREADS", raising=False)
+    gpunn.use("numpy", threads=1)
+    assert backend.threads() == 1 and backend.blas_threads() == 1
+    gpunn.use("numpy")
+    assert backend.threads() == 1  # left alone
+    monkeypatch.setenv("GPUNN_THREADS", "3")
+    gpunn.use("numpy")
+    assert backend.threads() == 3 and backend.blas_threads() == 1
+    with pytest.raises(gpunn.BackendError, match="at least 1"):
+        gpunn.use("numpy", threads=0)
