@@ -68,6 +68,14 @@ def matmul_gflops(xp, n, synchronize=lambda: None, repeats=5, asarray=None):
     return 2 * n ** 3 / sorted(times)[len(times) // 2] / 1e9
 
 
+def cpu_matmul_rate(threads, n=1024):
+    """NumPy's float32 matmul rate in GFLOP/s with its BLAS on ``threads``
+    threads (gpunn sets it to one while it trains: shards.py)."""
+    from threadpoolctl import threadpool_limits
+    with threadpool_limits(limits=threads, user_api="blas"):
+        return matmul_gflops(numpy, n)
+
+
 def gpu_matmul_rate(cupy, torch, n=8192):
     """``(GFLOP/s, library)``: the GPU's float32 matrix-multiply rate,
     measured with CuPy where ``cupy`` is given, else with PyTorch where
@@ -246,8 +254,8 @@ def machine(config):
             "torch": getattr(torch, "__version__", None),
             "nvidia_driver": nvidia_driver_version(),
             **gpu_description(cupy, torch),
-            "matmul_gflops": {"cpu": matmul_gflops(numpy, 1024),
-                              "gpu": gpu_rate},
+            "matmul_gflops": {"cpu": cpu_matmul_rate(
+                config.getoption("--threads")), "gpu": gpu_rate},
             "matmul_gpu_library": gpu_library,
         }
         _MACHINE.update(info)

@@ -52,6 +52,7 @@ class Run:
         self.machine = self.machine_info.get("gpunn") or {}
         self.datetime = doc.get("datetime")
         self.results = {}
+        self.busy = {}  # the same keys, measured next to a busy process
         for bench in doc["benchmarks"]:
             info = bench.get("extra_info") if isinstance(bench, dict) else None
             if (not isinstance(info, dict)
@@ -59,12 +60,14 @@ class Run:
                 continue  # not one of the suite's epoch-time benchmarks
             key = (info["model"], info["mini_batch_size"],
                    info["framework"], info["device"])
+            results = self.busy if info.get("load") == "busy" else \
+                self.results
             # The same backend twice in one file (e.g. two parametrizations
             # that differ only in a label): keep the faster, the one less
             # disturbed by the rest of the machine.
-            old = self.results.get(key)
+            old = results.get(key)
             if old is None or info["epoch_seconds"] < old["epoch_seconds"]:
-                self.results[key] = info
+                results[key] = info
         self.label = self.default_label()
 
     def cpu_label(self):
@@ -245,13 +248,17 @@ def gflop_per_epoch(runs, model, size):
 
 def epoch_table(runs):
     """One row per (model, mini-batch size); for each machine and device
-    four columns: gpunn s, torch s, gpunn/torch, gpunn's % of matmul peak."""
+    four columns: gpunn s, torch s, gpunn/torch, gpunn's % of matmul
+    peak; and where a run measured the contention variant, two more:
+    gpunn's and torch's busy/quiet ratio."""
     groups = [(run, device) for run in runs for device in run.devices()]
     header = ["model", "mini-batch", "GFLOP/epoch"]
     for run, device in groups:
         name = f"{run.label} [{device}]"
         header += [f"{name} gpunn s", f"{name} torch s",
                    f"{name} gpunn/torch", f"{name} gpunn % peak"]
+        if any(key[3] == device for key in run.busy):
+            header += [f"{name} gpunn busy/quiet", f"{name} torch busy/quiet"]
     rows = []
     for model, size in row_keys(runs):
         row = [model, size, significant(gflop_per_epoch(runs, model, size))]
@@ -263,6 +270,11 @@ def epoch_table(runs):
                     significant(theirs.get("epoch_seconds")),
                     ratio(ours.get("epoch_seconds"), theirs.get("epoch_seconds")),
                     significant(100 * fraction) + "%" if fraction else DASH]
+            if any(key[3] == device for key in run.busy):
+                row += [ratio((run.busy.get(key) or {}).get("epoch_seconds"),
+                              (run.results.get(key) or {}).get("epoch_seconds"))
+                        for key in ((model, size, framework, device)
+                                    for framework in ("gpunn", "torch"))]
         rows.append(row)
     return table(header, rows, text_columns=1)
 
@@ -278,6 +290,8 @@ def markdown(runs):
             "float32. gpunn/torch below 1 means gpunn is faster. "
             "\"% peak\" is gpunn's achieved GFLOP/s as a percentage of the "
             "machine's measured float32 matrix-multiply rate on that device. "
+            "\"busy/quiet\" is the epoch next to one busy-looping process "
+            "over the epoch on a quiet machine. "
             f"{DASH} means not measured.", "", epoch_table(runs)]
     else:
         parts.append("No epoch-time benchmarks (with gpunn's extra_info) "

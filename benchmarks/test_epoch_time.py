@@ -20,6 +20,12 @@ Run (about 2 minutes on 2 cores, CPU only; one JSON file per machine)::
 Without ``--benchmark-enable`` (the default test run disables timing)
 every case runs one untimed step, so the suite cannot rot.
 
+Contention (``test_epoch_time_next_to_a_busy_process``): dbl_conv_relu
+on the CPU backends again, with one other process keeping a core busy
+(``while True: pass``) from before the warm-up to the end of the case,
+as a laptop's browser or compiler would; its ``load`` is "busy" (the
+others': "quiet"), and the report gives each backend's busy/quiet ratio.
+
 Each case records ``peak_memory_mib`` and ``peak_memory_kind``: on the
 GPU, the device memory the library's caching allocator reserved at its
 highest during the case (the whole training set on the device included),
@@ -29,6 +35,9 @@ after giving back the cached blocks of earlier cases; the kind says whose
 ``fraction_of_matmul_peak`` is None where the machine's matmul rate on
 that device could not be measured.
 """
+
+import subprocess
+import sys
 
 import pytest
 
@@ -126,6 +135,25 @@ def skip_reason(name):
 @pytest.mark.parametrize("mini_batch_size", MINI_BATCH_SIZES)
 @pytest.mark.parametrize("model", list(EXPERIMENTS))
 def test_epoch_time(benchmark, request, mnist, model, mini_batch_size, name):
+    measure(benchmark, request, mnist, model, mini_batch_size, name, "quiet")
+
+
+@pytest.mark.parametrize("name", ["gpunn-numpy", "torch-cpu"])
+@pytest.mark.parametrize("mini_batch_size", MINI_BATCH_SIZES)
+def test_epoch_time_next_to_a_busy_process(benchmark, request, mnist,
+                                           mini_batch_size, name):
+    busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        measure(benchmark, request, mnist, "dbl_conv_relu", mini_batch_size,
+                name, "busy")
+    finally:
+        busy.kill()
+        busy.wait()
+
+
+def measure(benchmark, request, mnist, model, mini_batch_size, name, load):
+    """Time ``model`` at ``mini_batch_size`` on backend ``name``; ``load``
+    ("quiet" or "busy") names the rest of the machine's work."""
     reason = skip_reason(name)
     if reason:
         pytest.skip(reason)
@@ -147,7 +175,8 @@ def test_epoch_time(benchmark, request, mnist, model, mini_batch_size, name):
     for i in range(0 if benchmark.disabled else WARMUP_STEPS):
         step(i)
     synchronize()
-    benchmark.group = "{} mini-batch {}".format(model, mini_batch_size)
+    benchmark.group = "{} mini-batch {}{}".format(
+        model, mini_batch_size, ", busy" if load == "busy" else "")
     benchmark.pedantic(run, rounds=ROUNDS, iterations=1)
     # The case's peak, before anything else allocates on the device (the
     # network that flops_per_epoch builds below).
@@ -158,7 +187,7 @@ def test_epoch_time(benchmark, request, mnist, model, mini_batch_size, name):
     info = {"model": model, "mini_batch_size": mini_batch_size,
             "framework": name.split("-")[0],
             "device": "cpu" if name.endswith(("numpy", "cpu")) else "cuda",
-            "backend": name, "dtype": "float32", "steps": steps,
+            "backend": name, "load": load, "dtype": "float32", "steps": steps,
             "epoch_steps": epoch_steps, "flops_per_epoch": flops,
             "peak_memory_mib": peak_mib, "peak_memory_kind": peak_kind}
     if not benchmark.disabled:

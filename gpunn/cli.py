@@ -142,8 +142,8 @@ def parser():
     _backend_options(c)
     c.add_argument("--seed", type=int, help="seed of the run (default: random)")
     c.add_argument("--threads", type=_positive_int, metavar="N",
-                   help="CPU threads of NumPy's BLAS (default: $GPUNN_THREADS, "
-                   "else the cores this process may use)")
+                   help="gpunn's CPU threads (default: $GPUNN_THREADS, else "
+                   "the cores this process may use)")
     c.add_argument("--data", metavar="PATH",
                    help="train on this data set rather than the book's MNIST: "
                    "a file in the book's format (mnist.pkl.gz's), or an .npz "

@@ -29,14 +29,15 @@ forward pass went from 7.5 to 5.5 ms and the backward from 16-25 to
 6.5.  The loops are branch-free: with a branch on random data (is this
 entry larger?), mispredicted half of the time, the pooling took 15 ms.
 
-The loop runs on one thread, on purpose.  Parallel loops (numba's
-prange) were tried for col2im, im2col and pooling: with numba's OpenMP
-layer, whose idle threads busy-wait, they fought the BLAS's threads for
-the cores (a col2im right after a product ran 9 times slower than
-alone); with its "workqueue" layer, each launch cost more than it saved
-(dbl_conv_relu's step took 1.8 ms instead of 1.2 at mini-batch 10, and
-9.8 instead of 7.8 at 64).  Two Python threads, each on half of the
-mini-batch, gained at 256 but nothing steady at 64 and lost at 10.
+Each loop runs on one thread, on purpose, and releases the GIL
+(``nogil``): the cores are used by running shards of the mini-batch
+at once (shards.py), each with its own loops and a one-thread BLAS.
+Parallel loops (numba's prange) were tried for col2im, im2col and
+pooling: with numba's OpenMP layer, whose idle threads busy-wait, they
+fought the BLAS's threads for the cores (a col2im right after a product
+ran 9 times slower than alone); with its "workqueue" layer, each launch
+cost more than it saved (dbl_conv_relu's step took 1.8 ms instead of
+1.2 at mini-batch 10, and 9.8 instead of 7.8 at 64).
 """
 
 import numpy

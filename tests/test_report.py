@@ -320,3 +320,37 @@ def test_significant_digits():
     assert report.significant(9.996) == "10.0"
     assert report.significant(0.0001234) == "0.000123"
     assert report.significant(None) == DASH
+
+
+def test_busy_over_quiet_columns(tmp_path, samples):
+    """Cases measured next to a busy process ("load": "busy") are kept
+    apart from the quiet ones and give each backend's busy/quiet ratio;
+    a file without them has no such columns."""
+    doc = json.loads(json.dumps(samples[0]))
+    busy = []
+    for bench in doc["benchmarks"]:
+        info = bench.get("extra_info") or {}
+        if info.get("model") == "dbl_conv_relu" and \
+                info.get("mini_batch_size") == 64:
+            slower = 1.3 if info["framework"] == "gpunn" else 2.5
+            busy.append(dict(bench, extra_info=dict(
+                info, load="busy", epoch_seconds=info["epoch_seconds"] * slower)))
+    assert len(busy) == 2
+    doc["benchmarks"] += busy
+    path = tmp_path / "busy.json"
+    path.write_text(json.dumps(doc), encoding="utf-8")
+    header, rows = parse_table(
+        report.markdown(report.load_results([str(path)])), "model")
+    table = {(row[0], int(row[1])): dict(zip(header, row)) for row in rows}
+    group = f"{label(samples[0])} [cpu]"
+    quiet = measured(samples[0])
+    row = table["dbl_conv_relu", 64]
+    assert row[f"{group} gpunn busy/quiet"] == "1.30"
+    assert row[f"{group} torch busy/quiet"] == "2.50"
+    # The quiet columns still hold the quiet times.
+    assert row[f"{group} gpunn s"] == three_digits(
+        quiet["dbl_conv_relu", 64, "gpunn", "cpu"]["epoch_seconds"])
+    assert table["dbl_conv_relu", 10][f"{group} gpunn busy/quiet"] == DASH
+    plain, _ = parse_table(report.markdown(report.load_results([CPU_SAMPLE])),
+                           "model")
+    assert not any("busy" in column for column in plain)
