@@ -478,24 +478,20 @@ def dropout_threshold(p_dropout):
     return round(p_dropout * 2**24)
 
 
-def dropout(inpt, p_dropout, key, draw, first=0):
+def dropout(inpt, p_dropout, key, draw):
     """Dropout of ``inpt`` (m, n) in training: returns ``(inpt * mask,
-    mask)``, mask of 0s and 1s in inpt's dtype, entry i (row-major; the
-    mask's entry ``first`` + i, for rows of a larger one) kept
+    mask)``, mask of 0s and 1s in inpt's dtype, entry i (row-major) kept
     with probability 1 - p_dropout: dropped when the top 24 bits of the
     first word of Philox4x32-10 of the counter (i, draw mod 2**32, draw
     div 2**32, 0) under ``key`` (two 32-bit ints) are below
     ``dropout_threshold(p_dropout)``.  ``draw`` numbers the masks drawn
     with one key (backend.next_dropout_draw)."""
-    if _fast(inpt):
-        return kernels_cpu.dropout(inpt, dropout_threshold(p_dropout), key,
-                                   draw, first)
-    if _fast_cuda(inpt) and not first:
-        return kernels_cuda.dropout(inpt, dropout_threshold(p_dropout), key,
-                                    draw)
+    fast = kernels_cpu if _fast(inpt) else kernels_cuda if _fast_cuda(inpt) \
+        else None
+    if fast is not None:
+        return fast.dropout(inpt, dropout_threshold(p_dropout), key, draw)
     xp = get_array_module(inpt)
-    index = xp.arange(first, first + inpt.size, dtype=numpy.uint32).reshape(
-        inpt.shape)
+    index = xp.arange(inpt.size, dtype=numpy.uint32).reshape(inpt.shape)
     word, _, _, _ = philox((index, numpy.uint32(draw & 0xFFFFFFFF),
                             numpy.uint32(draw >> 32), numpy.uint32(0)), key)
     mask = ((word >> numpy.uint32(8)) >=

@@ -65,12 +65,12 @@ def col2im(dcol, H, W):
 
 
 @njit(cache=True, nogil=True)
-def _dropout(inpt, threshold, k0, k1, draw, first, masked, mask):
+def _dropout(inpt, threshold, k0, k1, draw, masked, mask):
     low = numpy.uint64(0xFFFFFFFF)
     for i in range(inpt.size):
-        # Philox4x32-10 of the counter (first + i, draw low, draw high,
-        # 0), in 64-bit integers masked to 32 bits (kernels.philox).
-        c0, c1 = numpy.uint64(first + i), numpy.uint64(draw) & low
+        # Philox4x32-10 of the counter (i, draw low, draw high, 0), in
+        # 64-bit integers masked to 32 bits (kernels.philox).
+        c0, c1 = numpy.uint64(i), numpy.uint64(draw) & low
         c2, c3 = numpy.uint64(draw) >> numpy.uint64(32), numpy.uint64(0)
         key0, key1 = numpy.uint64(k0), numpy.uint64(k1)
         for _ in range(10):
@@ -85,14 +85,14 @@ def _dropout(inpt, threshold, k0, k1, draw, first, masked, mask):
         masked[i] = inpt[i] * keep
 
 
-def dropout(inpt, threshold, key, draw, first=0):
+def dropout(inpt, threshold, key, draw):
     """``kernels.dropout`` of ``inpt`` (m, n) with the threshold of its
     p_dropout: returns ``(inpt * mask, mask)``."""
     inpt = numpy.ascontiguousarray(inpt)
     masked, mask = numpy.empty_like(inpt), numpy.empty_like(inpt)
     _dropout(inpt.reshape(-1), numpy.uint64(threshold), numpy.uint64(key[0]),
-             numpy.uint64(key[1]), numpy.uint64(draw), int(first),
-             masked.reshape(-1), mask.reshape(-1))
+             numpy.uint64(key[1]), numpy.uint64(draw), masked.reshape(-1),
+             mask.reshape(-1))
     return masked, mask
 
 

@@ -218,10 +218,6 @@ class FullyConnectedLayer(Layer):
     inputs are kept and the weighted input is scaled by (1 - p_dropout).
     """
 
-    # A shard's copy of the layer (shards.py) draws rows first_row.. of
-    # the mask of the draw ``dropout_draw`` made for the whole mini-batch.
-    dropout_draw, first_row = None, 0
-
     def __init__(self, n_in, n_out, activation_fn=sigmoid, p_dropout=0.0):
         self.n_in = _positive_ints("n_in", (n_in,), 1)[0]
         self.n_out = _positive_ints("n_out", (n_out,), 1)[0]
@@ -258,10 +254,8 @@ class FullyConnectedLayer(Layer):
         self.inpt = inpt.reshape(len(inpt), self.n_in)
         self.mask = None
         if self.p_dropout:  # each input kept with probability 1 - p_dropout
-            key, draw = self.dropout_draw or backend.next_dropout_draw()
             self.inpt, self.mask = kernels.dropout(
-                self.inpt, self.p_dropout, key, draw,
-                first=self.first_row * self.n_in)
+                self.inpt, self.p_dropout, *backend.next_dropout_draw())
         return kernels.matmul(self.inpt, self.w)
 
     def backward(self, nabla_a, need_input_grad=True):

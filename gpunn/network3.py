@@ -147,27 +147,37 @@ class Network:
     def _backprop(self, x, y, cost=None):
         """``backprop`` on arrays already on the network's backend, into
         the layers' own gradient arrays; also returns the mini-batch's
-        cost (a 0-d device array, ``cost`` if given).  On NumPy, a
-        mini-batch of more than shards.SHARD_SIZE images is cut into
-        shards that run on every core (shards.py)."""
+        cost (a 0-d device array, ``cost`` if given).  On NumPy, the
+        conv layers of a mini-batch of more than shards.SHARD_SIZE
+        images run in shards on every core (shards.py)."""
+        k = 0
         if isinstance(x, numpy.ndarray):
             backend.take_threads()  # the BLAS on one thread
             if shards.shard_count(len(x)) > 1:
-                return shards.backprop(self, x, y, cost)
-        a = x
-        for layer in self.layers[:-1]:
+                k = shards.conv_layers(self)
+        if k:
+            cost = shards.backprop(self, k, x, y, cost)
+        else:
+            _, cost = self._backprop_from(0, x, y, cost)
+        return ([layer.nabla_b for layer in self.layers],
+                [layer.nabla_w for layer in self.layers], cost)
+
+    def _backprop_from(self, j, a, y, cost=None):
+        """The forward and backward passes of layers j, j+1, ... given
+        layer j's input ``a``: returns ``(nabla_a, cost)``, nabla_a =
+        dC/da for that input (None when j is 0)."""
+        for layer in self.layers[j:-1]:
             a = layer.forward(a)
         output_layer = self.layers[-1]
         # The softmax layer's forward pass, the cost, BP1 and BP3 in one go.
         cost, delta = output_layer.forward_cost_delta(a, y, cost)
-        nabla_b, nabla_w = [None] * len(self.layers), [None] * len(self.layers)
         # BP1's delta at the softmax layer, then BP2 backwards through the rest.
-        nabla_a, nabla_b[-1], nabla_w[-1] = output_layer.backward_delta(
+        nabla_a, _, _ = output_layer.backward_delta(
             delta, need_input_grad=len(self.layers) > 1, have_nabla_b=True)
-        for l in range(len(self.layers) - 2, -1, -1):
-            nabla_a, nabla_b[l], nabla_w[l] = self.layers[l].backward(
-                nabla_a, need_input_grad=l > 0)
-        return nabla_b, nabla_w, cost
+        for l in range(len(self.layers) - 2, j - 1, -1):
+            nabla_a, _, _ = self.layers[l].backward(nabla_a,
+                                                    need_input_grad=l > 0)
+        return nabla_a, cost
 
     def update_mini_batch(self, x, y, eta, lmbda=0.0, num_training_batches=1):
         """One step of gradient descent on the mini-batch ``x``, ``y``:

@@ -1,40 +1,45 @@
 """shards.py
 ~~~~~~~~~~~~
 
-Training on every CPU core: the NumPy backend's backprop, with the
-mini-batch cut into shards.
+Training on every CPU core: the NumPy backend's backprop through a
+network's convolutional layers, with the mini-batch cut into shards.
 
 A mini-batch of m images is cut into ``shard_count(m)`` shards of at
-most SHARD_SIZE images; each shard's forward and backward passes run on
-one of gpunn's threads (``backend.threads()``), on copies of the
-network's layers that share its w and b but keep their own forward
-state and their own gradient arrays (one flat array per shard, laid out
-as the network's ``flat_nablas``).  The shards' gradients are then
-added, each weighted by its share of the mini-batch (every shard's cost
-is a mean over its own images), into the network's own gradient
-arrays: the gradient of the mini-batch's mean cost, as one pass over
-the whole mini-batch would give it, to rounding.  Dropout masks are the
-whole mini-batch's: a shard draws rows first..last of the mask its
-layer would draw (``kernels.dropout``'s ``first``).
+most SHARD_SIZE images.  The network's leading ConvPoolLayers run each
+shard's forward pass, and later its backward pass, on one of gpunn's
+threads (``backend.threads()``), on copies of the layers that share
+their w and b but keep their own forward state and their own gradient
+arrays.  In between, the layers above (fully connected and softmax) run
+on the whole mini-batch in the calling thread, as without shards: the
+cost, its error delta and the dropout masks are the whole mini-batch's.
+The conv layers' gradients are then the sums of the shards' (one pass
+over a few thousand numbers), added in shard order.
 
-One owner of threading: while gpunn trains on NumPy, the BLAS runs on
-one thread (``backend.take_threads``), and gpunn's threads block while
-they wait (no spinning), so no two thread pools fight for the cores.
+One owner of threading: while gpunn trains on NumPy, NumPy's BLAS runs
+on one thread (``backend.take_threads``), and gpunn's threads block
+while they wait (no spinning), so no two thread pools fight for the
+cores.
 
-Why this way, measured on a 2-core AMD EPYC (float32, dbl_conv_relu):
+Why this way, measured on a 2-core AMD EPYC (float32, dbl_conv_relu, a
+step at mini-batch 256):
 
-- The BLAS's own threads parallelize only the products: at mini-batch
-  256 they were 43 ms of a 97 ms step, and the pooling, im2col and
-  col2im (53 ms) ran on one core.  Parallel numba loops for those fought
-  the BLAS's busy-waiting threads (see kernels_cpu).  Shards run
-  everything on every core: 53 ms instead of 93 (1.7 times the speed of
-  one thread), and a shard's arrays stay in cache where a 256-image
-  layer's do not (one thread: 89 ms in shards of 32, 116 ms whole).
+- With the BLAS's own two threads, only the products ran on both cores
+  (43 of 97 ms); the im2col copies, pooling and col2im (53 ms) ran on
+  one.  Parallel numba loops for those fought the BLAS's busy-waiting
+  threads (see kernels_cpu).  In shards everything runs on every core,
+  and a shard's arrays stay in the cache where a 256-image layer's do
+  not: 50 ms a step, where one thread takes 83.
+- The fully connected layers stay whole: in shards, each shard's
+  nabla_w is as large as w itself and its product sums over 32 rows
+  only; the shallow network (784-100-10) took 4.3 ms a step in shards
+  against 1.5 whole.  Splitting their products over the threads was
+  slower still (a thread's wake-up costs about what a product of
+  theirs does).
 - Next to a busy process, a BLAS thread descheduled in the middle of a
   product holds up its partner, which spins; gpunn's threads take the
   next shard whenever they are free and sleep when there is none.
 
-Shards depend only on the mini-batch size, and their gradients are
+The shards depend only on the mini-batch size, and their gradients are
 added in shard order: the weights after training are the same for any
 number of threads.
 """
@@ -46,10 +51,11 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy
 
 from gpunn import backend
+from gpunn.layers import ConvPoolLayer
 
 #: The most images in a shard: large enough that a shard's products run
-#: near the BLAS's single-thread rate, small enough that its arrays stay
-#: in the cache (32 and 64 were equal at mini-batch 256; 16 was slower).
+#: near the BLAS's one-thread rate, small enough that its arrays stay in
+#: the cache (32 and 64 were equal at mini-batch 256; 16 was slower).
 SHARD_SIZE = 32
 
 _pool = None  # (threads, ThreadPoolExecutor)
@@ -67,6 +73,14 @@ def shard_bounds(m):
     n = shard_count(m)
     edges = [m * k // n for k in range(n + 1)]
     return list(zip(edges[:-1], edges[1:]))
+
+
+def conv_layers(net):
+    """How many of the network's first layers are ConvPoolLayers."""
+    k = 0
+    while k < len(net.layers) and isinstance(net.layers[k], ConvPoolLayer):
+        k += 1
+    return k
 
 
 def run(function, items):
@@ -92,76 +106,81 @@ def _executor(threads):
 
 
 class Shard:
-    """Copies of a network's layers for one shard of its mini-batch: the
-    network's w and b, gradient arrays of their own in ``flat_nablas``."""
+    """Copies of a network's first ``len(ranges)`` layers (its conv
+    layers) for images first..stop of its mini-batch: the network's w
+    and b, and gradient arrays of their own, views of ``buffer``."""
 
-    def __init__(self, net, flat_nablas, first, stop, draws):
+    def __init__(self, layers, ranges, buffer, first, stop):
         self.first, self.stop = first, stop
-        self.flat_nablas = flat_nablas
         self.layers = []
-        for layer, (w_range, b_range) in zip(net.layers, net.parameter_ranges):
+        for layer, (w_range, b_range) in zip(layers, ranges):
             shard_layer = copy.copy(layer)
             w, b, nabla_w, nabla_b = layer.storage()
             shard_layer.use_storage(
-                w, b, flat_nablas[w_range].reshape(nabla_w.shape),
-                flat_nablas[b_range].reshape(nabla_b.shape), copy=False)
-            # The dropout mask's rows first..stop, of the draw the layer
-            # would make for the whole mini-batch.
-            shard_layer.dropout_draw = draws.get(id(layer))
-            shard_layer.first_row = first
+                w, b, buffer[w_range].reshape(nabla_w.shape),
+                buffer[b_range].reshape(nabla_b.shape), copy=False)
             self.layers.append(shard_layer)
 
-    def backprop(self, x, y):
-        """Forward and backward passes on this shard's rows of ``x``,
-        ``y``; returns the shard's mean cost (a 0-d array)."""
+    def forward(self, x):
+        """The layers' training pass on this shard's rows of ``x``."""
         a = x[self.first:self.stop]
-        for layer in self.layers[:-1]:
+        for layer in self.layers:
             a = layer.forward(a)
-        output_layer = self.layers[-1]
-        cost, delta = output_layer.forward_cost_delta(a, y[self.first:self.stop])
-        nabla_a, _, _ = output_layer.backward_delta(
-            delta, need_input_grad=len(self.layers) > 1, have_nabla_b=True)
-        for l in range(len(self.layers) - 2, -1, -1):
+        return a
+
+    def backward(self, nabla_a):
+        """The backward pass from this shard's rows of ``nabla_a``, dC/da
+        for the last of the layers' outputs; writes the shard's
+        gradients into its buffer."""
+        nabla_a = nabla_a[self.first:self.stop]
+        for l in range(len(self.layers) - 1, -1, -1):
             nabla_a, _, _ = self.layers[l].backward(nabla_a,
                                                     need_input_grad=l > 0)
-        return cost
 
 
-def backprop(net, x, y, cost=None):
+def backprop(net, k, x, y, cost=None):
     """``Network._backprop`` of the mini-batch ``x`` (m, ...), ``y``
-    (m,), NumPy arrays, in shards on gpunn's threads: the gradients go
-    into the network's own arrays; returns ``(nabla_b, nabla_w, cost)``
-    as ``_backprop`` does."""
-    m = len(x)
-    bounds = shard_bounds(m)
-    buffers = _buffers(net, len(bounds))
-    # The masks' draw numbers, in the order the layers would draw them.
-    draws = {id(layer): backend.next_dropout_draw() for layer in net.layers
-             if layer.p_dropout}
-    shards = [Shard(net, buffer, first, stop, draws)
+    (m,), NumPy arrays, for a network whose first ``k`` layers are conv
+    layers: those in shards on gpunn's threads, the rest whole in this
+    thread.  The gradients go into the network's own arrays; returns the
+    cost (``cost`` if given)."""
+    bounds = shard_bounds(len(x))
+    ranges, buffers = _buffers(net, k, len(bounds))
+    shards = [Shard(net.layers[:k], ranges, buffer, first, stop)
               for buffer, (first, stop) in zip(buffers, bounds)]
-    costs = run(lambda shard: shard.backprop(x, y), shards)
-    # Each shard's gradient is of its own mean cost: weight by its share.
-    total = net.flat_nablas
-    weights = [(stop - first) / m for first, stop in bounds]
-    numpy.multiply(buffers[0], weights[0], out=total)
-    for buffer, weight in zip(buffers[1:], weights[1:]):
-        buffer *= weight
-        total += buffer
-    mean_cost = sum(float(c) * weight for c, weight in zip(costs, weights))
-    if cost is None:
-        cost = numpy.empty((), dtype=total.dtype)
-    cost[...] = mean_cost
-    return ([layer.nabla_b for layer in net.layers],
-            [layer.nabla_w for layer in net.layers], cost)
+    a = numpy.concatenate(run(lambda shard: shard.forward(x), shards))
+    nabla_a, cost = net._backprop_from(k, a, y, cost)
+    run(lambda shard: shard.backward(nabla_a), shards)
+    # The conv layers' weights are the first n_w of flat_nablas, their
+    # biases the n_b from n_weights on; each buffer holds the two, side
+    # by side.
+    n_w = ranges[-1][0].stop
+    n_b = ranges[-1][1].stop - n_w
+    weights = net.flat_nablas[:n_w]
+    biases = net.flat_nablas[net.n_weights:net.n_weights + n_b]
+    weights[...], biases[...] = buffers[0][:n_w], buffers[0][n_w:]
+    for buffer in buffers[1:]:
+        weights += buffer[:n_w]
+        biases += buffer[n_w:]
+    return cost
 
 
-def _buffers(net, n):
-    """``n`` flat gradient arrays shaped like the network's, kept on the
-    network between steps (remade when its flat arrays are)."""
+def _buffers(net, k, n):
+    """Each conv layer's (w range, b range) in a shard's gradient buffer,
+    and ``n`` such buffers, kept on the network between steps (remade
+    when its flat arrays are)."""
     kept = getattr(net, "_shard_buffers", None)
-    if kept is None or kept[0] is not net.flat_nablas or len(kept[1]) < n:
-        kept = net.flat_nablas, [numpy.empty_like(net.flat_nablas)
-                                 for _ in range(n)]
+    if kept is None or kept[0] is not net.flat_nablas or len(kept[2]) < n:
+        ranges = net.parameter_ranges[:k]
+        n_w = ranges[-1][0].stop  # the weights of layers 0..k-1 come first
+        assert all(r.start == s.stop for (r, _), (s, _) in zip(
+            ranges[1:], ranges)) and ranges[0][0].start == 0
+        # In a buffer the biases follow the weights directly.
+        ranges = [(w_range, slice(b_range.start - net.n_weights + n_w,
+                                  b_range.stop - net.n_weights + n_w))
+                  for w_range, b_range in ranges]
+        size = ranges[-1][1].stop
+        kept = net.flat_nablas, ranges, [
+            numpy.empty(size, dtype=net.flat_nablas.dtype) for _ in range(n)]
         net._shard_buffers = kept
-    return kept[1][:n]
+    return kept[1], kept[2][:n]

@@ -1,6 +1,7 @@
-"""The NumPy training step in shards on gpunn's threads (gpunn/shards.py):
-against the same step in one pass over the mini-batch, across thread
-counts, with dropout, and the thread settings themselves."""
+"""The NumPy training step with its conv layers in shards on gpunn's
+threads (gpunn/shards.py): against the same step in one pass over the
+mini-batch, across thread counts, with dropout above, and the thread
+settings themselves."""
 
 import numpy as np
 import pytest
@@ -48,9 +49,8 @@ def train(dtype, p_dropout, threads, shard_size, data, monkeypatch, steps=4):
 def test_shards_give_the_gradient_of_the_whole_mini_batch(
         monkeypatch, mnist_crops, p_dropout):
     """float64: three shards on two threads train as one pass over the
-    mini-batch does, to rounding; with dropout, each shard used its rows
-    of the whole mini-batch's masks (other masks would differ by far
-    more than rounding)."""
+    mini-batch does, to rounding (the layers above the conv layer, with
+    their dropout masks, run on the whole mini-batch)."""
     assert shards.shard_count(MINI_BATCH) == 1 + (MINI_BATCH - 1) // 32
     whole, whole_costs = train("float64", p_dropout, 2, 1000, mnist_crops,
                                monkeypatch)
