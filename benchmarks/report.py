@@ -271,12 +271,19 @@ def epoch_table(runs):
                     ratio(ours.get("epoch_seconds"), theirs.get("epoch_seconds")),
                     significant(100 * fraction) + "%" if fraction else DASH]
             if any(key[3] == device for key in run.busy):
-                row += [ratio((run.busy.get(key) or {}).get("epoch_seconds"),
-                              (run.results.get(key) or {}).get("epoch_seconds"))
-                        for key in ((model, size, framework, device)
-                                    for framework in ("gpunn", "torch"))]
+                row += [busy_over_quiet(run, (model, size, framework, device))
+                        for framework in ("gpunn", "torch")]
         rows.append(row)
     return table(header, rows, text_columns=1)
+
+
+def busy_over_quiet(run, key):
+    """The busy/quiet ratio of a case: its busy rounds over the quiet
+    rounds between them, or else over the quiet case's time."""
+    busy = run.busy.get(key) or {}
+    quiet = busy.get("quiet_epoch_seconds") or \
+        (run.results.get(key) or {}).get("epoch_seconds")
+    return ratio(busy.get("epoch_seconds"), quiet)
 
 
 def markdown(runs):
@@ -291,7 +298,8 @@ def markdown(runs):
             "\"% peak\" is gpunn's achieved GFLOP/s as a percentage of the "
             "machine's measured float32 matrix-multiply rate on that device. "
             "\"busy/quiet\" is the epoch next to one busy-looping process "
-            "over the epoch on a quiet machine. "
+            "over the epoch on a quiet machine (rounds of the two "
+            "alternating). "
             f"{DASH} means not measured.", "", epoch_table(runs)]
     else:
         parts.append("No epoch-time benchmarks (with gpunn's extra_info) "

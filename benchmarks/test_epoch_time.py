@@ -21,10 +21,14 @@ Without ``--benchmark-enable`` (the default test run disables timing)
 every case runs one untimed step, so the suite cannot rot.
 
 Contention (``test_epoch_time_next_to_a_busy_process``): dbl_conv_relu
-on the CPU backends again, with one other process keeping a core busy
-(``while True: pass``) from before the warm-up to the end of the case,
-as a laptop's browser or compiler would; its ``load`` is "busy" (the
-others': "quiet"), and the report gives each backend's busy/quiet ratio.
+on the CPU backends again, next to one other process that keeps a core
+busy (``while True: pass``), as a laptop's browser or compiler would.
+Each timed round runs with it busy; before each, the process is stopped
+(SIGSTOP) for a quiet round of the same steps, timed too.  The case's
+``load`` is "busy" (the others': "quiet"); ``epoch_seconds`` is from
+the busy rounds and ``quiet_epoch_seconds`` from the quiet ones between
+them, and the report gives their ratio: side by side, so that the
+machine's drift does not enter it.
 
 Each case records ``peak_memory_mib`` and ``peak_memory_kind``: on the
 GPU, the device memory the library's caching allocator reserved at its
@@ -36,8 +40,11 @@ after giving back the cached blocks of earlier cases; the kind says whose
 that device could not be measured.
 """
 
+import signal
+import statistics
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -145,15 +152,17 @@ def test_epoch_time_next_to_a_busy_process(benchmark, request, mnist,
     busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
     try:
         measure(benchmark, request, mnist, "dbl_conv_relu", mini_batch_size,
-                name, "busy")
+                name, busy)
     finally:
         busy.kill()
         busy.wait()
 
 
-def measure(benchmark, request, mnist, model, mini_batch_size, name, load):
-    """Time ``model`` at ``mini_batch_size`` on backend ``name``; ``load``
-    ("quiet" or "busy") names the rest of the machine's work."""
+def measure(benchmark, request, mnist, model, mini_batch_size, name,
+            busy=None):
+    """Time ``model`` at ``mini_batch_size`` on backend ``name``; with
+    ``busy``, a busy-looping process, each timed round next to it and a
+    quiet round (the process stopped) before each."""
     reason = skip_reason(name)
     if reason:
         pytest.skip(reason)
@@ -176,8 +185,18 @@ def measure(benchmark, request, mnist, model, mini_batch_size, name, load):
         step(i)
     synchronize()
     benchmark.group = "{} mini-batch {}{}".format(
-        model, mini_batch_size, ", busy" if load == "busy" else "")
-    benchmark.pedantic(run, rounds=ROUNDS, iterations=1)
+        model, mini_batch_size, ", busy" if busy else "")
+    quiet_rounds = []
+
+    def quiet_round():  # pedantic's setup, before each timed round
+        busy.send_signal(signal.SIGSTOP)
+        start = time.perf_counter()
+        run()
+        quiet_rounds.append(time.perf_counter() - start)
+        busy.send_signal(signal.SIGCONT)
+        time.sleep(0.05)  # until it runs again
+    benchmark.pedantic(run, rounds=ROUNDS, iterations=1,
+                       setup=quiet_round if busy else None)
     # The case's peak, before anything else allocates on the device (the
     # network that flops_per_epoch builds below).
     peak_mib, peak_kind = peak_memory_mib(baseline, **memory)
@@ -187,7 +206,8 @@ def measure(benchmark, request, mnist, model, mini_batch_size, name, load):
     info = {"model": model, "mini_batch_size": mini_batch_size,
             "framework": name.split("-")[0],
             "device": "cpu" if name.endswith(("numpy", "cpu")) else "cuda",
-            "backend": name, "load": load, "dtype": "float32", "steps": steps,
+            "backend": name, "load": "busy" if busy else "quiet",
+            "dtype": "float32", "steps": steps,
             "epoch_steps": epoch_steps, "flops_per_epoch": flops,
             "peak_memory_mib": peak_mib, "peak_memory_kind": peak_kind}
     if not benchmark.disabled:
@@ -197,4 +217,7 @@ def measure(benchmark, request, mnist, model, mini_batch_size, name, load):
         achieved = flops / seconds / 1e9
         info.update(epoch_seconds=seconds, achieved_gflops=achieved,
                     fraction_of_matmul_peak=fraction_of_peak(achieved, rate))
+        if busy:
+            info["quiet_epoch_seconds"] = statistics.median(
+                quiet_rounds) / steps * epoch_steps
     benchmark.extra_info.update(info)

@@ -85,23 +85,48 @@ def conv_layers(net):
 
 def run(function, items):
     """``[function(item) for item in items]``, the items spread over
-    gpunn's threads (in the calling thread when there is one thread or
-    one item); exceptions are raised here, the first item's first."""
-    threads = backend.take_threads()
-    if threads == 1 or len(items) <= 1:
+    gpunn's threads: the calling thread and threads() - 1 others, each
+    taking the next item whenever it is free (so that a thread slowed by
+    another process does fewer).  Returns when every item is done; an
+    exception is raised here then (the first item's, if several)."""
+    threads = min(backend.take_threads(), len(items))
+    if threads <= 1:
         return [function(item) for item in items]
-    futures = [_executor(threads).submit(function, item) for item in items]
-    return [f.result() for f in futures]
+    results, errors = [None] * len(items), [None] * len(items)
+    order = iter(range(len(items)))
+    lock = threading.Lock()
+
+    def work():
+        while True:
+            with lock:
+                k = next(order, None)
+            if k is None:
+                return
+            try:
+                results[k] = function(items[k])
+            except BaseException as e:  # raised below, once all are done
+                errors[k] = e
+    helpers = [_executor(threads - 1).submit(work) for _ in range(threads - 1)]
+    try:
+        work()
+    finally:
+        for helper in helpers:
+            helper.result()
+    for error in errors:
+        if error is not None:
+            raise error
+    return results
 
 
-def _executor(threads):
+def _executor(helpers):
+    """A pool of at least ``helpers`` threads, kept between calls."""
     global _pool
     with _pool_lock:
-        if _pool is None or _pool[0] != threads:
+        if _pool is None or _pool[0] < helpers:
             if _pool is not None:
                 _pool[1].shutdown(wait=False)
-            _pool = threads, ThreadPoolExecutor(
-                threads, thread_name_prefix="gpunn")
+            _pool = helpers, ThreadPoolExecutor(
+                helpers, thread_name_prefix="gpunn")
         return _pool[1]
 
 
