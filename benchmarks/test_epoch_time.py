@@ -11,7 +11,7 @@ round, divided by ``steps`` and multiplied by the 50,000 // mini-batch
 steps of an epoch, is the epoch time.  Evaluation on the validation and
 test sets is not included.  float32, as in the book's GPU runs.
 
-Run (about 2 minutes on 2 cores, CPU only; one JSON file per machine)::
+Run (about 5 minutes on 2 cores, CPU only; one JSON file per machine)::
 
     python -m pytest benchmarks --benchmark-enable \\
         --benchmark-json=benchmarks/results/NAME.json
@@ -142,7 +142,7 @@ def skip_reason(name):
 @pytest.mark.parametrize("mini_batch_size", MINI_BATCH_SIZES)
 @pytest.mark.parametrize("model", list(EXPERIMENTS))
 def test_epoch_time(benchmark, request, mnist, model, mini_batch_size, name):
-    measure(benchmark, request, mnist, model, mini_batch_size, name, "quiet")
+    measure(benchmark, request, mnist, model, mini_batch_size, name)
 
 
 @pytest.mark.parametrize("name", ["gpunn-numpy", "torch-cpu"])
