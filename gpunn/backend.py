@@ -189,7 +189,7 @@ def set_threads(n=None):
     number."""
     global _threads
     if n is None:
-        n = os.environ.get("GPUNN_THREADS") or _cores()
+        n = os.environ.get("GPUNN_THREADS") or cores()
     try:
         n = int(n)
         ok = n >= 1
@@ -203,7 +203,9 @@ def set_threads(n=None):
     return n
 
 
-def _cores():
+def cores():
+    """The CPU cores this process may use (its affinity), not every core
+    of the machine."""
     if hasattr(os, "sched_getaffinity"):
         return len(os.sched_getaffinity(0))
     return os.cpu_count() or 1
@@ -215,9 +217,9 @@ def threads():
     if _threads is not None:
         return _threads
     try:
-        return max(1, int(os.environ.get("GPUNN_THREADS") or _cores()))
+        return max(1, int(os.environ.get("GPUNN_THREADS") or cores()))
     except ValueError:
-        return _cores()
+        return cores()
 
 
 def take_threads():

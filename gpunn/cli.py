@@ -187,6 +187,9 @@ def parser():
     c.add_argument("--jobs", type=_positive_int,
                    help="runs side by side (default: one per CPU core on "
                         "numpy, four per GPU on cupy)")
+    c.add_argument("--threads", type=_positive_int, metavar="N",
+                   help="CPU threads of each run (default: its share of the "
+                        "cores this process may use)")
     c.add_argument("--out", default=os.path.join("runs", "reproduce"),
                    help="the results folder (default runs/reproduce)")
     c.add_argument("--epochs", type=_positive_int,
@@ -846,7 +849,8 @@ def reproduce_command(args):
                                  jobs, out), flush=True)
     started, start = reproduce.now(), time.perf_counter()
     trained = sum(not r.finished(args.epochs or r.row.epochs) for r in planned)
-    failed = reproduce.run_all(planned, jobs, args.epochs, options, gpus, out)
+    failed = reproduce.run_all(planned, jobs, args.epochs, options, gpus, out,
+                               threads=args.threads)
     if any(r.metric == "vote" for r in chapter_rows):
         if reproduce.vote_of(planned, args.epochs, out) is None:
             print("the vote: fewer than {} double_fc_dropout runs finished"

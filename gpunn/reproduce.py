@@ -34,6 +34,7 @@ import time
 from dataclasses import dataclass
 
 import gpunn
+from gpunn import backend
 
 CHAPTERS = ("chapter1", "chapter3", "chapter6")
 
@@ -207,16 +208,17 @@ def default_jobs(gpus):
     """How many runs go side by side: one per CPU core on NumPy (``gpus``
     0; each run with one BLAS thread); on CuPy four per GPU, as a
     mini-batch of 10 leaves most of a GPU idle, and no more than the CPU
-    cores that feed them."""
-    cores = os.cpu_count() or 1
+    cores that feed them (the cores this process may use)."""
+    cores = backend.cores()
     return max(1, min(cores, 4 * gpus)) if gpus else cores
 
 
 def run_all(planned, jobs, epochs, options, gpus, out,
-            report=lambda line: print(line, flush=True)):
+            report=lambda line: print(line, flush=True), threads=None):
     """Run the unfinished runs of ``planned``, ``jobs`` at a time, as
     ``gpunn train`` subprocesses, taking turns on ``gpus`` GPUs (0 on
-    NumPy); each one's output goes to its folder's output.txt, and its
+    NumPy), each with ``threads`` CPU threads (default: its share of the
+    cores); each one's output goes to its folder's output.txt, and its
     compact log to out/logs as soon as it finishes.  Returns the runs
     that failed, with their exit codes."""
     todo = [r for r in planned if not r.finished(epochs or r.row.epochs)]
@@ -224,16 +226,18 @@ def run_all(planned, jobs, epochs, options, gpus, out,
         if r not in todo:
             write_log(r, out)
             report("{} run {}: done already".format(r.row.key, r.index))
-    threads = max(1, (os.cpu_count() or 1) // jobs)
+    share = str(threads or max(1, backend.cores() // jobs))
     running, failed, slot = {}, [], 0
     while todo or running:
         while todo and len(running) < jobs:
             r = todo.pop(0)
             os.makedirs(r.folder, exist_ok=True)
             env = dict(os.environ)
-            for name in ("GPUNN_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS",
-                         "MKL_NUM_THREADS"):
-                env.setdefault(name, str(threads))
+            if threads:  # --threads, over $GPUNN_THREADS
+                env["GPUNN_THREADS"] = share
+            for name in ("GPUNN_THREADS", "OMP_NUM_THREADS",
+                         "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+                env.setdefault(name, share)
             if gpus:  # the runs take turns on the visible GPUs
                 visible = os.environ.get("CUDA_VISIBLE_DEVICES")
                 ids = visible.split(",") if visible else list(map(str, range(gpus)))

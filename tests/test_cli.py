@@ -476,7 +476,7 @@ def test_own_data_in_the_books_format_or_npz(tmp_path):
 def test_threads_as_asked_and_by_default_the_cores_this_process_may_use(
         tmp_path):
     """--threads, $GPUNN_THREADS, and the default (the process's CPU
-    affinity), as NumPy's BLAS then runs them (logged per epoch)."""
+    affinity): gpunn's threads, logged per epoch."""
     quick = ["--epochs", "1", "--limit", "200", "--eval-limit", "100",
              "--backend", "numpy", "--quiet"]
 

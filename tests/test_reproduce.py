@@ -5,6 +5,8 @@ row's number; and the committed docs/RESULTS.md against its logs."""
 import json
 import os
 import re
+import subprocess
+import sys
 
 import pytest
 
@@ -227,3 +229,28 @@ def test_reproduce_on_cupy_runs_several_runs_per_gpu(tmp_path):
                     for folder in (tmp_path, tmp_path / "cpu"))
         for g, c in zip(gpu, cpu):
             assert abs(g["test_accuracy"] - c["test_accuracy"]) <= 2 / 300
+
+
+def test_threads_of_each_run(tmp_path):
+    """--threads N gives each run N CPU threads (over $GPUNN_THREADS);
+    by default each gets its share of the cores: here, the cores this
+    process may use over --jobs."""
+    def threads_of_runs(folder):
+        logs = sorted(folder.glob("runs/*/run-*/log.jsonl"))
+        assert logs
+        return {json.loads(log.read_text().splitlines()[-1])["threads"]
+                for log in logs}
+    def reproduce_ch1(*args, env):
+        subprocess.run([sys.executable, "-m", "gpunn", "reproduce", "ch1-30",
+                        "--runs", "1", "--epochs", "1", "--limit", "200",
+                        "--eval-limit", "100", "--backend", "numpy", *args],
+                       env=dict(env, PYTHONPATH=REPO), check=True,
+                       capture_output=True, timeout=600)
+    environment = {k: v for k, v in os.environ.items()
+                   if not k.startswith("GPUNN_") or k == "GPUNN_CACHE"}
+    reproduce_ch1("--jobs", "1", "--threads", "2", "--out", tmp_path / "two",
+                  env=dict(environment, GPUNN_THREADS="3"))
+    assert threads_of_runs(tmp_path / "two") == {2}
+    reproduce_ch1("--jobs", "2", "--out", tmp_path / "share", env=environment)
+    assert threads_of_runs(tmp_path / "share") == {
+        max(1, len(os.sched_getaffinity(0)) // 2)}
