@@ -225,7 +225,8 @@ def threads():
 def take_threads():
     """Make gpunn the owner of the CPU's threads, once per process: NumPy's
     BLAS goes to one thread (gpunn's threads make the products' calls).
-    A NumPy training step calls this.  Returns ``threads()``."""
+    network3's training and evaluation on NumPy call this.  Returns
+    ``threads()``."""
     global _owns_threading
     if not _owns_threading:
         from threadpoolctl import threadpool_limits

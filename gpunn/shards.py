@@ -59,6 +59,7 @@ from gpunn.layers import ConvPoolLayer
 SHARD_SIZE = 32
 
 _pool = None  # (threads, ThreadPoolExecutor)
+_PREFIX = "gpunn-shards"  # its threads' names
 _pool_lock = threading.Lock()
 
 
@@ -88,9 +89,11 @@ def run(function, items):
     gpunn's threads: the calling thread and threads() - 1 others, each
     taking the next item whenever it is free (so that a thread slowed by
     another process does fewer).  Returns when every item is done; an
-    exception is raised here then (the first item's, if several)."""
+    exception is raised here then (the first item's, if several).  Called
+    from one of gpunn's threads, it runs the items there, one by one (a
+    thread waiting on its own pool could wait for ever)."""
     threads = min(backend.take_threads(), len(items))
-    if threads <= 1:
+    if threads <= 1 or threading.current_thread().name.startswith(_PREFIX):
         return [function(item) for item in items]
     results, errors = [None] * len(items), [None] * len(items)
     order = iter(range(len(items)))
@@ -126,7 +129,7 @@ def _executor(helpers):
             if _pool is not None:
                 _pool[1].shutdown(wait=False)
             _pool = helpers, ThreadPoolExecutor(
-                helpers, thread_name_prefix="gpunn")
+                helpers, thread_name_prefix=_PREFIX)
         return _pool[1]
 
 

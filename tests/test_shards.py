@@ -89,6 +89,14 @@ def test_the_shards_run_on_gpunn_threads_at_once(monkeypatch):
     assert len({name for _, name in results}) == 2
     with pytest.raises(ZeroDivisionError):
         shards.run(lambda k: 1 / k, [1, 0, 2])
+    # Called again from within, on every thread at once: no deadlock
+    # (watched from a thread of the test's, so that one fails, not hangs).
+    nested = []
+    watched = threading.Thread(daemon=True, target=lambda: nested.append(
+        shards.run(lambda k: shards.run(lambda j: (k, j), [0, 1]), [0, 1, 2])))
+    watched.start()
+    watched.join(timeout=60)
+    assert nested == [[[(k, 0), (k, 1)] for k in range(3)]]
 
 
 def test_by_default_the_threads_are_the_cores_this_process_may_use(
