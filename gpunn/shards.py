@@ -42,6 +42,12 @@ step at mini-batch 256):
 The shards depend only on the mini-batch size, and their gradients are
 added in shard order: the weights after training are the same for any
 number of threads.
+
+The shards' gradient buffers are kept between steps; the layers' other
+arrays are made anew each step, as NumPy makes them.  Keeping those too
+would not pay: with glibc told never to give memory back (its mmap and
+trim thresholds raised to 1-2 GB), a step at mini-batch 256 took the
+same time (49.6-50.2 ms against 50.9-51.2).
 """
 
 import copy
