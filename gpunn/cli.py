@@ -29,7 +29,6 @@ import difflib
 import os
 import re
 import shutil
-import subprocess
 import sys
 import time
 
@@ -184,12 +183,7 @@ def parser():
     c.add_argument("--runs", type=_positive_int, default=3,
                    help="runs per row (default 3, as the book; the vote "
                         "trains five double_fc_dropout networks)")
-    c.add_argument("--jobs", type=_positive_int,
-                   help="runs side by side (default: one per CPU core on "
-                        "numpy, four per GPU on cupy)")
-    c.add_argument("--threads", type=_positive_int, metavar="N",
-                   help="CPU threads of each run (default: its share of the "
-                        "cores this process may use)")
+    _cluster_options(c)
     c.add_argument("--out", default=os.path.join("runs", "reproduce"),
                    help="the results folder (default runs/reproduce)")
     c.add_argument("--epochs", type=_positive_int,
@@ -241,6 +235,23 @@ def parser():
                          help="also draw a bar chart (needs matplotlib)")
     compare.set_defaults(command=bench_compare_command)
     return p
+
+
+def _cluster_options(c):
+    c.add_argument("--scheduler", metavar="ADDRESS",
+                   help="a running Dask scheduler, e.g. "
+                        "tcp://scheduler-host:8786, whose workers run the "
+                        "runs (default: a cluster on this machine)")
+    c.add_argument("--checkpoints", metavar="PATH",
+                   help="the runs' folders, where a run cut short goes on "
+                        "from (default OUT/runs; with --scheduler, a folder "
+                        "every worker can reach)")
+    c.add_argument("--jobs", type=_positive_int,
+                   help="runs side by side on this machine (default: one "
+                        "per CPU core on numpy, four per GPU on cupy)")
+    c.add_argument("--threads", type=_positive_int, metavar="N",
+                   help="CPU threads of each run (default: its share of its "
+                        "machine's cores)")
 
 
 def _backend_options(c, dtype_default="$GPUNN_DTYPE or float32"):
@@ -828,48 +839,127 @@ def reproduce_command(args):
         return 0
     os.makedirs(os.path.join(out, "logs"), exist_ok=True)
     _check_writable(out)
-    backend_name = args.backend or os.environ.get("GPUNN_BACKEND") or "auto"
-    # Counted once (in a child process: this one holds no CUDA context).
-    gpus = backend.gpu_count() if backend_name != "numpy" else 0
-    if backend_name == "auto":
-        backend_name = "cupy" if gpus else "numpy"
-    jobs = args.jobs or reproduce.default_jobs(gpus)
-    planned = reproduce.plan(chapter_rows, args.runs, out)
-    options = {"backend": backend_name, "dtype": args.dtype,
-               "limit": args.limit, "eval_limit": args.eval_limit}
-    if any(r.row.expanded for r in planned):  # once, before the runs
-        subprocess.run([sys.executable, "-m", "gpunn.expand_mnist"], check=True)
-        if backend_name == "numpy":
+    planned = reproduce.plan(chapter_rows, args.runs, _checkpoints(args))
+    started, start = reproduce.now(), time.perf_counter()
+    with _cluster(args) as (client, backend_name, where):
+        if backend_name == "numpy" and any(r.row.expanded for r in planned):
             print("gpunn reproduce: note: the expanded-data rows train on "
                   "250,000 images an epoch; on a CPU a run takes hours "
                   "(one AMD EPYC core: about 47 s an epoch, 60 epochs)",
                   flush=True)
-    print("gpunn reproduce: {} runs of {} rows on {}, {} side by side; "
-          "results in {}".format(len(planned), len(chapter_rows), backend_name,
-                                 jobs, out), flush=True)
-    started, start = reproduce.now(), time.perf_counter()
-    trained = sum(not r.finished(args.epochs or r.row.epochs) for r in planned)
-    failed = reproduce.run_all(planned, jobs, args.epochs, options, gpus, out,
-                               threads=args.threads)
-    if any(r.metric == "vote" for r in chapter_rows):
-        if reproduce.vote_of(planned, args.epochs, out) is None:
-            print("the vote: fewer than {} double_fc_dropout runs finished"
-                  .format(reproduce.VOTERS))
+        print("gpunn reproduce: {} runs of {} rows on {}, {}; results in {}"
+              .format(len(planned), len(chapter_rows), backend_name, where,
+                      out), flush=True)
+        finished, failed, trained = _train_on(client, planned, args,
+                                              backend_name, out)
+        if any(r.metric == "vote" for r in chapter_rows):
+            _vote(client, finished, args.epochs, out)
     with open(os.path.join(out, "invocations.jsonl"), "a") as f:
         f.write(json.dumps({
             "command": ["gpunn"] + args.argv,
             "started": started, "wall_seconds": round(
                 time.perf_counter() - start, 1),
             "runs": len(planned), "trained": trained, "failed": len(failed),
-            "jobs": jobs,
-            "backend": backend_name}, separators=(",", ":")) + "\n")
+            "where": where, "backend": backend_name},
+            separators=(",", ":")) + "\n")
     table = reproduce.report(out)
     print(reproduce.markdown(table), end="")
     print("Wall time {:.1f} min; table in {}".format(
         (time.perf_counter() - start) / 60, os.path.join(out, "table.md")))
+    return _failures(failed)
+
+
+def _checkpoints(args):
+    """Where the runs' folders go: --checkpoints, else OUT/runs; absolute,
+    as workers may run elsewhere."""
+    return os.path.abspath(args.checkpoints or os.path.join(args.out, "runs"))
+
+
+@contextlib.contextmanager
+def _cluster(args):
+    """(client, backend name, where the runs go, in words) for the runs
+    of reproduce and sweep: the scheduler at --scheduler, or a cluster
+    on this machine, --jobs runs side by side (default one per CPU core
+    on numpy, four per GPU on cupy)."""
+    from gpunn import cluster
+    backend_name = args.backend or os.environ.get("GPUNN_BACKEND") or "auto"
+    if args.scheduler:
+        if args.jobs:
+            raise gpunn.ConfigError(
+                "--jobs sizes the cluster gpunn starts on this machine; with "
+                "--scheduler, the workers' threads say how many runs go at "
+                "once (dask worker --nthreads)")
+        with cluster.connect(args.scheduler) as client:
+            workers = client.scheduler_info(n_workers=-1)["workers"]
+            yield client, backend_name, "{} side by side on the {} worker{} "\
+                "of {}".format(sum(w["nthreads"] for w in workers.values()),
+                               len(workers), "" if len(workers) == 1 else "s",
+                               args.scheduler)
+        return
+    from gpunn import reproduce
+    # Counted once (in a child process: this one holds no CUDA context).
+    gpus = backend.gpu_count() if backend_name != "numpy" else 0
+    if backend_name == "auto":
+        backend_name = "cupy" if gpus else "numpy"
+    jobs = args.jobs or reproduce.default_jobs(gpus)
+    with cluster.connect(jobs=jobs, gpus=gpus) as client:
+        yield client, backend_name, "{} side by side".format(jobs)
+
+
+def _train_on(client, planned, args, backend_name, out):
+    """Train ``planned`` on ``client``'s workers, writing each finished
+    run's compact log into out/logs.  Returns the runs finished, those
+    failed (with why) and the number trained (not done already)."""
+    from gpunn import cluster, reproduce
+    options = {"backend": backend_name, "dtype": args.dtype,
+               "limit": args.limit, "eval_limit": args.eval_limit}
+    finished, trained = [], []
+
+    def on_done(run, result):
+        reproduce.write_log(run, out, result)
+        finished.append(run)
+        if result["seconds"] is None:
+            print("{}: done already".format(run.name), flush=True)
+        else:
+            trained.append(run)
+            print("{}: done in {}".format(
+                run.name, reproduce.duration(result["seconds"])), flush=True)
+
+    try:
+        failed = cluster.train_all(
+            client, planned, args.epochs, options, threads=args.threads,
+            on_done=on_done, say=lambda line: print(line, flush=True))
+    except KeyboardInterrupt:
+        raise Interrupted("The runs keep their checkpoints (in {}): the same "
+                          "command goes on from them.".format(
+                              _checkpoints(args))) from None
+    return finished, failed, len(trained) + len(failed)
+
+
+def _vote(client, finished, epochs, out):
+    """The vote of five double_fc_dropout networks, on a worker (it reads
+    their folders), into out/logs/vote.json."""
+    from gpunn import reproduce
+    voters = reproduce.voters(finished)
+    if voters is None:
+        print("the vote: fewer than {} double_fc_dropout runs finished"
+              .format(reproduce.VOTERS))
+        return
+    try:
+        vote = client.submit(reproduce.vote, voters, epochs,
+                             pure=False).result()
+    except (OSError, ValueError) as e:
+        raise gpunn.ConfigError(
+            "the vote could not read its five networks on one worker ({}): "
+            "give the runs a --checkpoints folder every worker can read"
+            .format(e)) from None
+    reproduce.write_vote(vote, out)
+
+
+def _failures(failed):
     if failed:
-        print("gpunn: error: {} run(s) failed: {}".format(len(failed), ", ".join(
-            "{} run {}".format(r.row.key, r.index) for r, _ in failed)),
+        print("gpunn: error: {} run(s) failed: {}".format(
+            len(failed), ", ".join(run.name for run, _ in failed)),
             file=sys.stderr)
         return 1
     return 0

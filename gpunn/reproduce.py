@@ -6,14 +6,17 @@ Every accuracy the book reports, run again with the book's settings:
 
 ``ROWS`` is the results table as data: for each of the book's numbers,
 what it measures and the ``gpunn train`` arguments of one run.  A run is
-a ``gpunn train`` subprocess with its own run folder, so the runs of a
-table go side by side (one per CPU core, or several per GPU), a crash
-costs one run, and a chapter-6 run that was cut short goes on from its
-checkpoint (``gpunn train --resume``) when ``reproduce`` is run again.
+a ``gpunn train`` command with its own run folder, run as a task on a
+Dask cluster (gpunn.cluster: one run per CPU core, or several per GPU,
+on this machine or on a scheduler's workers), so that a crash costs
+one run, and a chapter-6 run that was cut short goes on from its
+checkpoint (``gpunn train --resume``) when Dask runs it again or when
+``reproduce`` is run again.
 
 The output folder (``--out``) holds:
 
-- ``runs/KEY/run-R/``: the run folders (networks, full logs; not committed);
+- ``runs/KEY/run-R/``: the run folders (networks, full logs; not
+  committed), or ``--checkpoints``/KEY/run-R/ where that is given;
 - ``logs/KEY-runR.jsonl``: each finished run's compact log, a header line
   (settings, backend, device) and one line per epoch: what docs/ keeps;
 - ``table.md`` and ``results.json``: the table, made from ``logs/`` alone
@@ -27,8 +30,6 @@ import datetime
 import json
 import os
 import platform
-import shlex
-import subprocess
 import sys
 import time
 from dataclasses import dataclass
@@ -148,6 +149,10 @@ class Run:
         return self.index + 1
 
     @property
+    def name(self):
+        return "{} run {}".format(self.row.key, self.index)
+
+    @property
     def log_name(self):
         return "{}-run{}.jsonl".format(self.row.key, self.index)
 
@@ -187,9 +192,9 @@ class Run:
             "--seed", str(self.seed), "--out", self.folder, "--quiet"]
 
 
-def plan(chapter_rows, runs, out):
+def plan(chapter_rows, runs, folder):
     """The runs of a table: ``runs`` per row (the vote needs VOTERS of
-    double_fc_dropout), each with its folder under out/runs."""
+    double_fc_dropout), each with its folder folder/KEY/run-R."""
     planned = []
     for row in chapter_rows:
         if row.metric == "vote":
@@ -200,7 +205,7 @@ def plan(chapter_rows, runs, out):
             count = max(runs, VOTERS)
         for index in range(count):
             planned.append(Run(row, index, os.path.join(
-                out, "runs", row.key, "run-{}".format(index))))
+                folder, row.key, "run-{}".format(index))))
     return planned
 
 
@@ -213,71 +218,12 @@ def default_jobs(gpus):
     return max(1, min(cores, 4 * gpus)) if gpus else cores
 
 
-def run_all(planned, jobs, epochs, options, gpus, out,
-            report=lambda line: print(line, flush=True), threads=None):
-    """Run the unfinished runs of ``planned``, ``jobs`` at a time, as
-    ``gpunn train`` subprocesses, taking turns on ``gpus`` GPUs (0 on
-    NumPy), each with ``threads`` CPU threads (default: its share of the
-    cores); each one's output goes to its folder's output.txt, and its
-    compact log to out/logs as soon as it finishes.  Returns the runs
-    that failed, with their exit codes."""
-    todo = [r for r in planned if not r.finished(epochs or r.row.epochs)]
-    for r in planned:
-        if r not in todo:
-            write_log(r, out)
-            report("{} run {}: done already".format(r.row.key, r.index))
-    share = str(threads or max(1, backend.cores() // jobs))
-    running, failed, slot = {}, [], 0
-    while todo or running:
-        while todo and len(running) < jobs:
-            r = todo.pop(0)
-            os.makedirs(r.folder, exist_ok=True)
-            env = dict(os.environ)
-            if threads:  # --threads, over $GPUNN_THREADS
-                env["GPUNN_THREADS"] = share
-            for name in ("GPUNN_THREADS", "OMP_NUM_THREADS",
-                         "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-                env.setdefault(name, share)
-            if gpus:  # the runs take turns on the visible GPUs
-                visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-                ids = visible.split(",") if visible else list(map(str, range(gpus)))
-                env["CUDA_VISIBLE_DEVICES"] = ids[slot % gpus]
-            slot += 1
-            command = r.command(epochs or r.row.epochs, options)
-            output = open(os.path.join(r.folder, "output.txt"), "a")
-            output.write("$ {}\n".format(shlex.join(command)))
-            output.flush()
-            running[r] = (subprocess.Popen(command, stdout=output,
-                                           stderr=subprocess.STDOUT, env=env),
-                          output, time.perf_counter())
-            report("{} run {}: started (seed {})".format(r.row.key, r.index,
-                                                          r.seed))
-        time.sleep(0.2)
-        for r, (process, output, start) in list(running.items()):
-            if process.poll() is None:
-                continue
-            output.close()
-            del running[r]
-            if process.returncode:
-                failed.append((r, process.returncode))
-                report("{} run {}: FAILED with exit code {}; see {}".format(
-                    r.row.key, r.index, process.returncode,
-                    os.path.join(r.folder, "output.txt")))
-            else:
-                seconds = time.perf_counter() - start
-                write_log(r, out, seconds)
-                report("{} run {}: done in {}".format(
-                    r.row.key, r.index, _duration(seconds)))
-    return failed
-
-
 # ---------------------------------------------------------------- logs
 
-def compact_log(run):
-    """The lines of ``run``'s compact log: a header, then one line per
-    epoch (accuracies as fractions, seconds rounded to 0.01)."""
-    settings = _read_json(os.path.join(run.folder, "run.json"))
-    records = run.records()
+def compact_log(run, settings, records):
+    """The lines of ``run``'s compact log, from its settings (run.json)
+    and per-epoch records: a header, then one line per epoch (accuracies
+    as fractions, seconds rounded to 0.01)."""
     header = {"row": run.row.key, "run": run.index, "book": run.row.book,
               "metric": run.row.metric, "settings": settings,
               "backend": records[0]["backend"], "dtype": records[0]["dtype"],
@@ -295,13 +241,15 @@ def compact_log(run):
     return lines
 
 
-def write_log(run, out, seconds=None):
-    """Write ``run``'s compact log into out/logs; ``seconds``, the wall
-    time of the process that just trained it, adds to the header's
-    ``wall_seconds`` (a resumed run's processes add up)."""
+def write_log(run, out, result):
+    """Write ``run``'s compact log into out/logs from ``result`` (what
+    its task returned: settings, records, and ``seconds``, the wall time
+    of the process that just trained it, which adds to the header's
+    ``wall_seconds``: a resumed run's processes add up)."""
     os.makedirs(os.path.join(out, "logs"), exist_ok=True)
     path = os.path.join(out, "logs", run.log_name)
-    lines = compact_log(run)
+    lines = compact_log(run, result["settings"], result["records"])
+    seconds = result["seconds"]
     try:
         before = _read_jsonl(path)[0].get("wall_seconds")
     except (OSError, ValueError, IndexError, AttributeError):
@@ -346,7 +294,7 @@ def results(logs_folder):
     """One dict per row that has logs in ``logs_folder``, in ROWS order:
     the book's number, the best run's (as the book reports), every run's,
     epochs, mean wall time per run, backend, dtype and device.  The vote's
-    row comes from logs_folder/vote.json, where ``vote_of`` wrote it."""
+    row comes from logs_folder/vote.json, where ``write_vote`` wrote it."""
     logs = {}
     vote = None
     if os.path.exists(os.path.join(logs_folder, VOTE_FILE)):
@@ -397,7 +345,7 @@ def markdown(table):
                          r["key"], r["label"], "" if r["book_settings"] else
                          " (NOT the book's settings)",
                          r["book"], r["gpunn"], r["difference"], runs,
-                         r["epochs"], _duration(r["wall_seconds"]),
+                         r["epochs"], duration(r["wall_seconds"]),
                          r["backend"], r["dtype"], r["device"]))
     lines.append("")
     for metric in sorted({r["metric"] for r in table},
@@ -418,13 +366,18 @@ def report(out):
     return table
 
 
-def vote_of(planned, epochs, out):
-    """The vote of the first VOTERS finished double_fc_dropout runs, written
-    to out/logs/vote.json; None (and nothing written) where fewer finished."""
-    voters = [r for r in planned if r.row.key == "double_fc_dropout" and
-              r.finished(epochs or r.row.epochs)][:VOTERS]
-    if len(voters) < VOTERS:
-        return None
+def voters(finished):
+    """The first VOTERS double_fc_dropout runs of ``finished``, or None
+    where fewer finished."""
+    chosen = sorted((r for r in finished if r.row.key == "double_fc_dropout"),
+                    key=lambda r: r.index)[:VOTERS]
+    return chosen if len(chosen) == VOTERS else None
+
+
+def vote(voters, epochs):
+    """The vote of the networks of the runs ``voters`` (a task: it reads
+    their folders), as the row of ``results`` needs it; ``epochs``, the
+    command's --epochs (the book's settings where None)."""
     from gpunn import saving
     from gpunn.ensemble import ensemble
     nets = [saving.load(os.path.join(r.folder, "network.npz"))[0]
@@ -434,7 +387,7 @@ def vote_of(planned, epochs, out):
     accuracy, _, _ = ensemble(nets, test)
     first = voters[0].records()[0]
     settings = _read_json(os.path.join(voters[0].folder, "run.json"))
-    vote = {"gpunn": round(100 * accuracy, 2), "runs": [], "metric": "vote",
+    return {"gpunn": round(100 * accuracy, 2), "runs": [], "metric": "vote",
             "voters": [r.log_name for r in voters],
             "epochs": len(voters[0].records()),
             "book_settings": not epochs and not settings.get("limit") and
@@ -442,9 +395,11 @@ def vote_of(planned, epochs, out):
             "wall_seconds": round(time.perf_counter() - start, 1),
             "backend": first["backend"],
             "dtype": first["dtype"], "device": device_name(first["device"])}
+
+
+def write_vote(vote, out):
     with open(os.path.join(out, "logs", VOTE_FILE), "w") as f:
         json.dump(vote, f, indent=1)
-    return vote
 
 
 def _wall_seconds(lines):
@@ -455,7 +410,7 @@ def _wall_seconds(lines):
     return sum(e["seconds"] for e in lines[1:])
 
 
-def _duration(seconds):
+def duration(seconds):
     if seconds < 10:
         return "{:.1f} s".format(seconds)
     if seconds < 120:

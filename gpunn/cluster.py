@@ -1,0 +1,482 @@
+"""cluster.py
+~~~~~~~~~~~~
+
+Many runs at once, on Dask distributed: ``gpunn reproduce``, ``gpunn
+sweep`` and ``gpunn bench --scheduler``.
+
+``connect`` gives a ``distributed.Client``: of a running scheduler
+(``--scheduler tcp://host:8786``: its workers may be other machines) or
+of a cluster started here: on a CPU one single-threaded worker process
+per core, with GPUs ``dask_cuda.LocalCUDACluster``'s worker per GPU,
+several runs on each.
+
+A run is a task, ``train``.  On its worker it runs the ``gpunn train``
+command a user would type (``reproduce.Run.command``: ``--resume``
+where the run's folder holds a checkpoint) in a child process, sends
+each epoch's record to the client through the scheduler's event log,
+and returns the run's settings and records.  The client alone writes
+logs and tables.  Runs of a table take the same seeds wherever they
+run, so their results are those of the same ``gpunn train`` commands
+typed by hand.
+
+What can go wrong:
+
+- A worker dies mid-run (killed, out of memory).  The child dies with
+  it (Linux's parent-death signal): no orphan goes on writing to the
+  run's folder.  Dask runs the task again on a worker (``RETRIES``),
+  and it goes on from the run's last checkpoint: the epoch in progress
+  is lost, nothing else.  Checkpoints must therefore be where the
+  workers can reach them: ``--checkpoints`` (a shared folder for a
+  cluster of several machines).
+- The child fails.  A crash or a signal (exit codes other than 2 and 3)
+  raises, and Dask retries; gpunn's own errors (2: bad settings or
+  files, 3: the run diverged) would fail the same way again, and are
+  returned as the run's failure.
+- The client stops (Ctrl-C, or it is gone): the scheduler cancels the
+  tasks, and each child gets SIGINT, as Ctrl-C on ``gpunn train``: its
+  checkpoint stays for the next ``gpunn reproduce``.
+- Two tasks on one run's folder (a command run twice at once): a lock
+  on the folder makes the second wait for the first.
+"""
+
+import contextlib
+import fcntl
+import json
+import logging
+import os
+import queue
+import shlex
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections import Counter
+
+import gpunn
+from gpunn import backend
+from gpunn.errors import ConfigError
+
+#: Seconds to reach a scheduler, and for it to have a worker.
+TIMEOUT = 10
+#: Times a run's task is run again after its child crashed or was
+#: killed, or its worker died.
+RETRIES = 3
+#: gpunn's own exit codes: bad settings or files (2), a diverging run
+#: (3).  Run again, they would fail again.
+FINAL_EXIT_CODES = (2, 3)
+POLL_SECONDS = 0.25
+
+
+def _distributed():
+    try:
+        import distributed
+    except ImportError:
+        raise ConfigError(
+            "gpunn reproduce, sweep and bench --scheduler run on Dask "
+            "distributed, which is not installed: pip install "
+            "'gpunn[cluster]'") from None
+    return distributed
+
+
+# ---------------------------------------------------------------- the client
+
+@contextlib.contextmanager
+def connect(scheduler=None, jobs=None, gpus=0, timeout=TIMEOUT):
+    """A ``distributed.Client`` of the scheduler at the address
+    ``scheduler``, or (None) of a cluster started here for the time of
+    the ``with``: ``jobs`` single-threaded worker processes (default:
+    one per core) without GPUs; with ``gpus`` GPUs a worker per GPU,
+    ``jobs // gpus`` runs on each.  Raises a ConfigError saying what to
+    do where the scheduler does not answer within ``timeout`` seconds,
+    has no worker, or its workers cannot run this gpunn."""
+    distributed = _distributed()
+    cluster = None
+    if scheduler:
+        try:
+            client = distributed.Client(scheduler, timeout=timeout,
+                                        set_as_default=False)
+        except (OSError, TimeoutError, ValueError) as e:
+            raise ConfigError(
+                "no Dask scheduler answered at {} within {} s ({}). Start "
+                "one there with 'dask scheduler' and workers with 'dask "
+                "worker {}', or leave out --scheduler to run on this "
+                "machine".format(scheduler, timeout, _first_line(e),
+                                 scheduler)) from None
+    else:
+        cluster = local_cluster(jobs or backend.cores(), gpus)
+        client = distributed.Client(cluster, set_as_default=False)
+    try:
+        check_workers(client, scheduler or "the local cluster", timeout)
+        yield client
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
+
+
+def local_cluster(jobs, gpus):
+    """A cluster on this machine: without GPUs, ``jobs`` worker
+    processes of one thread (a run each); with ``gpus``, dask-cuda's
+    worker per GPU, ``jobs // gpus`` runs each (a mini-batch of 10
+    leaves most of a GPU idle)."""
+    distributed = _distributed()
+    quiet = dict(dashboard_address=None, silence_logs=logging.ERROR,
+                 memory_limit=0)  # a run's memory is its child's
+    if not gpus:
+        return distributed.LocalCluster(n_workers=jobs, threads_per_worker=1,
+                                        processes=True, **quiet)
+    runs_per_gpu = max(1, jobs // gpus)
+    try:
+        from dask_cuda import LocalCUDACluster
+    except ImportError:
+        if gpus > 1:
+            raise ConfigError(
+                "{} GPUs here: gpunn gives each its own Dask worker with "
+                "dask-cuda, which is not installed: pip install "
+                "'gpunn[cuda12]' (or cuda13)".format(gpus)) from None
+        return distributed.LocalCluster(n_workers=1, processes=True,
+                                        threads_per_worker=runs_per_gpu,
+                                        **quiet)
+    return LocalCUDACluster(threads_per_worker=runs_per_gpu, **quiet)
+
+
+def check_workers(client, where, timeout=TIMEOUT):
+    """Raise a ConfigError where the scheduler has no worker within
+    ``timeout`` seconds, or where one of its workers cannot import gpunn
+    or runs another version of it."""
+    try:
+        client.wait_for_workers(1, timeout=timeout)
+    except TimeoutError:
+        raise ConfigError("the Dask scheduler at {} has no workers (waited {} "
+                          "s): start some with 'dask worker {}'".format(
+                              where, timeout, where)) from None
+    # The function is sent by reference: a worker without gpunn fails
+    # to import it, and says so.
+    versions = client.run(worker_version, on_error="return")
+    wrong = ["{}: {}".format(address, "gpunn {}".format(version)
+                             if isinstance(version, str) else
+                             _first_line(version))
+             for address, version in sorted(versions.items())
+             if version != gpunn.__version__]
+    if wrong:
+        raise ConfigError(
+            "{} of the {} workers of {} cannot run this gpunn ({}): {}. "
+            "Install it on every worker's machine (pip install "
+            "'gpunn[cluster]', or from the same checkout)".format(
+                len(wrong), len(versions), where, gpunn.__version__,
+                "; ".join(wrong)))
+
+
+def worker_version():
+    """On a worker: its gpunn's version."""
+    return gpunn.__version__
+
+
+def _first_line(error):
+    text = str(error).strip() or type(error).__name__
+    return text.splitlines()[0]
+
+
+def runs_per_machine(client):
+    """For each worker's host, the runs its workers take at once (their
+    threads): a run's share of that machine's cores."""
+    machines = Counter()
+    for info in client.scheduler_info(n_workers=-1)["workers"].values():
+        machines[info["host"]] += info["nthreads"]
+    return dict(machines)
+
+
+# ---------------------------------------------------------------- runs
+
+class RunFailed(Exception):
+    """A run's process crashed or was killed (Dask runs it again)."""
+
+
+def train_all(client, planned, epochs, options, threads=None, on_done=None,
+              say=print):
+    """Train the runs ``planned`` (reproduce.Run's, all of them: a run
+    whose folder holds it finished comes back at once) on ``client``'s
+    workers, ``epochs`` each (None: their rows' epochs), with
+    ``options`` (those of ``Run.command``) and ``threads`` CPU threads
+    each (None: their share of their machine's cores).  Each epoch's
+    record shows through ``say`` as it comes; ``on_done(run, result)``
+    gets each finished run's ``train`` result.  Returns the runs that
+    failed, with why.  Ctrl-C cancels the tasks (their runs keep their
+    checkpoints) and raises KeyboardInterrupt."""
+    topic = "gpunn-{}".format(uuid.uuid4().hex)
+    events = queue.Queue()
+    client.subscribe_topic(topic, events.put)
+    machines = runs_per_machine(client)
+    futures = {}
+    for run in planned:
+        future = client.submit(
+            train, run, epochs or run.row.epochs, options, threads, machines,
+            topic, key="train-{}-run{}-{}".format(run.row.key, run.index,
+                                                  uuid.uuid4().hex[:8]),
+            retries=RETRIES, pure=False)
+        futures[future] = run
+    display = Display(say)
+    failed = []
+    try:
+        pending = set(futures)
+        while pending:
+            display.show(events, wait=POLL_SECONDS)
+            for future in [f for f in pending if f.done()]:
+                pending.discard(future)
+                run = futures[future]
+                display.show(events)
+                try:
+                    result = future.result()
+                except Exception as e:
+                    result = {"failed": "({}: {})".format(type(e).__name__,
+                                                          _first_line(e))}
+                if "failed" in result:
+                    failed.append((run, result["failed"]))
+                    say("{}: FAILED {}".format(run.name, result["failed"]))
+                elif on_done:
+                    on_done(run, result)
+    except KeyboardInterrupt:
+        client.cancel(list(futures))
+        raise
+    finally:
+        display.close()
+        client.unsubscribe_topic(topic)
+    return failed
+
+
+class Display:
+    """The client's progress: a line when a run starts, goes on from a
+    checkpoint or ends, and on a terminal a bar per run, its epochs and
+    validation accuracy (elsewhere, a line per epoch)."""
+
+    def __init__(self, say):
+        self.say = say
+        self.bars = {}
+        self.terminal = sys.stderr.isatty()
+
+    def show(self, events, wait=0.0):
+        """Show the events come in ``events`` (a queue of the event
+        log's (timestamp, message)), waiting at most ``wait`` seconds for
+        the first."""
+        try:
+            _, message = events.get(timeout=wait) if wait else \
+                events.get_nowait()
+        except queue.Empty:
+            return
+        while True:
+            self._show(message)
+            try:
+                _, message = events.get_nowait()
+            except queue.Empty:
+                return
+
+    def _show(self, m):
+        run = m["run"]
+        if "started" in m:
+            self._line("{}: {} on {} (seed {})".format(
+                run, "resumed at epoch {}".format(m["started"])
+                if m["started"] else "started", m["worker"], m["seed"]))
+            if self.terminal:
+                from tqdm import tqdm
+                self.bars[run] = tqdm(total=m["epochs"], initial=m["started"],
+                                      desc=run, unit="epoch", leave=False,
+                                      position=len(self.bars),
+                                      file=sys.stderr)
+        elif "waiting" in m:
+            self._line("{}: waiting for the process that trains it on {}"
+                       .format(run, m["worker"]))
+        elif "record" in m:
+            r = m["record"]
+            if run in self.bars:
+                self.bars[run].set_postfix_str("validation {:.2%}".format(
+                    r["validation_accuracy"]))
+                self.bars[run].update(1)
+            else:
+                self._line("{}: epoch {}/{}, validation accuracy {:.2%}".format(
+                    run, r["epoch"] + 1, m["epochs"], r["validation_accuracy"]))
+        elif "stopped" in m:
+            if run in self.bars:
+                self.bars.pop(run).close()
+
+    def _line(self, line):
+        if self.bars:
+            from tqdm import tqdm
+            tqdm.write(line, file=sys.stdout)
+        else:
+            self.say(line)
+
+    def close(self):
+        for bar in self.bars.values():
+            bar.close()
+        self.bars.clear()
+
+
+# ---------------------------------------------------------------- on a worker
+
+def train(run, epochs, options, threads, machines, topic):
+    """The task of a run, on a worker: train ``run`` (a reproduce.Run)
+    for ``epochs``, as ``run.command`` says (``--resume`` where its
+    folder holds a checkpoint), in a child process that dies with this
+    worker, with ``threads`` CPU threads (None: the cores over
+    ``machines[this host]``, the runs this machine takes at once).
+    Sends each epoch's record to ``topic``.  Returns {"settings": the
+    run's run.json, "records": its per-epoch records, "seconds": the
+    child's wall time (None if it had finished already)}, or
+    {"failed": why} where gpunn refused, the run diverged or the task
+    was cancelled; raises RunFailed (Dask runs it again) where the child
+    crashed or was killed."""
+    distributed = _distributed()
+    worker = distributed.get_worker()
+    key = worker.get_current_task()
+
+    def send(**message):
+        worker.log_event(topic, dict(message, run=run.name, epochs=epochs,
+                                     worker=worker.address))
+
+    os.makedirs(run.folder, exist_ok=True)
+    with _only_process(run.folder, lambda: send(waiting=True)):
+        if run.finished(epochs):
+            return {"settings": _settings(run), "records": run.records(),
+                    "seconds": None}
+        if run.row.expanded:
+            _expanded_data_once()
+        command = run.command(epochs, options)
+        done = len(_complete_records(run.folder))
+        if "--resume" not in command:
+            done = 0
+        send(started=done, seed=run.seed)
+        share = threads or max(1, backend.cores() // machines.get(
+            worker.ip, worker.state.nthreads))
+        env = dict(os.environ)
+        if threads:  # --threads, over $GPUNN_THREADS
+            env["GPUNN_THREADS"] = str(share)
+        for name in ("GPUNN_THREADS", "OMP_NUM_THREADS",
+                     "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+            env.setdefault(name, str(share))
+        start = time.perf_counter()
+        returncode = _run_child(run.folder, command, env, done,
+                                lambda record: send(record=record),
+                                lambda: _cancelled(worker, key))
+        seconds = time.perf_counter() - start
+    send(stopped=returncode)
+    if returncode == 0:
+        return {"settings": _settings(run), "records": run.records(),
+                "seconds": seconds}
+    output = os.path.join(run.folder, "output.txt")
+    why = "with exit code {}; see {} on {}".format(returncode, output,
+                                                   worker.ip)
+    if returncode in FINAL_EXIT_CODES or _cancelled(worker, key):
+        return {"failed": why}
+    raise RunFailed("{} {}: {}".format(run.name, why, _tail(output)))
+
+
+def _run_child(folder, command, env, done, on_record, cancelled):
+    """Run ``command`` with its output in folder/output.txt, calling
+    ``on_record`` with each record its log gains after the ``done``
+    first; SIGINT to the child when ``cancelled()``.  Returns its exit
+    code (negative: the signal that killed it)."""
+    with open(os.path.join(folder, "output.txt"), "a") as output:
+        output.write("$ {}\n".format(shlex.join(command)))
+        output.flush()
+        child = subprocess.Popen(_dying_with_this_thread(command),
+                                 stdout=output, stderr=subprocess.STDOUT,
+                                 env=env)
+        try:
+            interrupted = None
+            while True:
+                finished = child.poll() is not None
+                records = _complete_records(folder)
+                for record in records[done:]:
+                    on_record(record)
+                done = max(done, len(records))
+                if finished:
+                    return child.returncode
+                if interrupted is None and cancelled():
+                    child.send_signal(signal.SIGINT)
+                    interrupted = time.monotonic()
+                elif interrupted and time.monotonic() - interrupted > 60:
+                    child.kill()
+                time.sleep(POLL_SECONDS)
+        finally:
+            if child.poll() is None:
+                child.kill()
+                child.wait()
+
+
+def _cancelled(worker, key):
+    task = worker.state.tasks.get(key)
+    return task is None or task.state == "cancelled"
+
+
+# The child sets Linux's parent-death signal, then becomes gpunn train:
+# when the thread that started it ends (its worker killed), it is killed.
+_DIE_WITH_PARENT = (
+    "import ctypes, os, signal, sys\n"
+    "ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)\n"
+    "if os.getppid() != int(sys.argv[1]):\n"
+    "    sys.exit(137)  # the parent died before the signal was set\n"
+    "os.execv(sys.argv[2], sys.argv[2:])\n")
+
+
+def _dying_with_this_thread(command):
+    if not sys.platform.startswith("linux"):
+        return command
+    return [sys.executable, "-c", _DIE_WITH_PARENT, str(os.getpid()),
+            *command]
+
+
+@contextlib.contextmanager
+def _only_process(folder, on_wait):
+    """Hold the lock of the run's folder (waiting, after ``on_wait()``,
+    while another process holds it)."""
+    with open(os.path.join(folder, ".lock"), "w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            on_wait()
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _expanded_data_once():
+    """Make the expanded training data on this machine, if no run did:
+    one process at a time."""
+    lock_path = os.path.join(tempfile.gettempdir(), "gpunn-expand.lock")
+    with open(lock_path, "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        subprocess.run([sys.executable, "-m", "gpunn.expand_mnist"],
+                       check=True, stdout=subprocess.DEVNULL)
+
+
+def _complete_records(folder):
+    """The records of folder/log.jsonl, but for a line being written."""
+    try:
+        with open(os.path.join(folder, "log.jsonl")) as f:
+            text = f.read()
+    except FileNotFoundError:
+        return []
+    records = []
+    for line in text.split("\n")[:-1]:
+        try:
+            records.append(json.loads(line))
+        except ValueError:
+            break
+    return records
+
+
+def _settings(run):
+    with open(os.path.join(run.folder, "run.json")) as f:
+        return json.load(f)
+
+
+def _tail(path, lines=5):
+    try:
+        with open(path) as f:
+            return " | ".join(f.read().strip().splitlines()[-lines:])
+    except OSError:
+        return ""
