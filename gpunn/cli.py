@@ -10,6 +10,8 @@ experiments from the command line.
     gpunn ensemble MODEL_FILE...    the book's vote of several networks
     gpunn plot RUN                  the book's figures of a run
     gpunn reproduce [CHAPTER...]    the book's accuracies, run again
+    gpunn sweep NAME --lmbda L...   the book's sweeps of lmbda
+    gpunn bench                     seconds per epoch, to compare hardware
 
 A run lives in a folder (``--out``, default runs/NAME-DATE-TIME):
 ``network.npz`` (the network and its metadata, rewritten atomically at the
@@ -37,7 +39,7 @@ from gpunn import backend, bench, errors, experiments, mnist_loader, saving
 from gpunn.activations import ACTIVATIONS
 
 COMMANDS = ("list", "train", "evaluate", "ensemble", "plot", "reproduce",
-            "bench")
+            "sweep", "bench")
 CHAPTERS_1_3 = ("network", "network2")
 
 
@@ -199,6 +201,37 @@ def parser():
                      "book's NumPy code; float32 for chapter 6, as its Theano "
                      "on a GPU")
     c.set_defaults(command=reproduce_command)
+
+    c = commands.add_parser(
+        "sweep", help="the book's sweeps of lmbda",
+        description="Train a chapter-6 network for each value of lmbda (L2 "
+        "regularization), several runs each, as the book's conv.py did, and "
+        "write OUT/sweep.md and OUT/sweep.png: the best validation accuracy "
+        "and its test accuracy against lmbda.  Runs already finished in OUT "
+        "are kept; a run cut short goes on from its checkpoint.")
+    c.add_argument("name", metavar="NAME", help="the network: one of " +
+                   ", ".join(experiments.CONV_PY))
+    c.add_argument("--lmbda", type=_nonnegative_float, nargs="+",
+                   metavar="L", help="the values (default, for "
+                   "regularized_dbl_conv and dbl_conv_relu: the book's)")
+    c.add_argument("--runs", type=_positive_int, default=3,
+                   help="runs per value (default 3, as the book)")
+    _cluster_options(c)
+    c.add_argument("--out", help="the results folder (default "
+                   "runs/sweep-NAME)")
+    c.add_argument("--epochs", type=_positive_int,
+                   help="train every run this many epochs (default: the "
+                   "network's, 60)")
+    c.add_argument("--limit", type=_positive_int, metavar="N",
+                   help="train on the first N images only")
+    c.add_argument("--eval-limit", type=_positive_int, metavar="N",
+                   help="validate and test on the first N images only")
+    c.add_argument("--report", action="store_true",
+                   help="train nothing: make the table and plot again from "
+                   "OUT/logs")
+    _backend_options(c, dtype_default="float32, as the book's Theano on a "
+                     "GPU")
+    c.set_defaults(command=sweep_command)
 
     c = commands.add_parser(
         "bench", help="compare hardware: seconds per training epoch",
@@ -854,6 +887,52 @@ def reproduce_command(args):
                                               backend_name, out)
         if any(r.metric == "vote" for r in chapter_rows):
             _vote(client, finished, args.epochs, out)
+    _record_invocation(args, out, started, start, planned, trained, failed,
+                       where, backend_name)
+    table = reproduce.report(out)
+    print(reproduce.markdown(table), end="")
+    print("Wall time {:.1f} min; table in {}".format(
+        (time.perf_counter() - start) / 60, os.path.join(out, "table.md")))
+    return _failures(failed)
+
+
+def sweep_command(args):
+    from gpunn import plots, reproduce, sweep
+    rows = sweep.rows(args.name, args.lmbda)
+    args.out = args.out or os.path.join("runs", "sweep-" + args.name)
+    out = args.out
+    if not args.report:
+        os.makedirs(os.path.join(out, "logs"), exist_ok=True)
+        _check_writable(out)
+        planned = reproduce.plan(rows, args.runs, _checkpoints(args))
+        started, start = reproduce.now(), time.perf_counter()
+        with _cluster(args) as (client, backend_name, where):
+            print("gpunn sweep: {}, lmbda {}: {} runs on {}, {}; results in {}"
+                  .format(args.name, " ".join("{:g}".format(float(r.train[2]))
+                                              for r in rows),
+                          len(planned), backend_name, where, out), flush=True)
+            _, failed, trained = _train_on(client, planned, args,
+                                           backend_name, out)
+        _record_invocation(args, out, started, start, planned, trained, failed,
+                           where, backend_name)
+    elif not os.path.isdir(os.path.join(out, "logs")):
+        raise gpunn.ConfigError("{} has no logs folder: nothing to report"
+                                .format(out))
+    try:
+        table = sweep.report(out)
+    except plots.MatplotlibMissing as e:
+        table = sweep.table(os.path.join(out, "logs"))
+        print("gpunn sweep: no plot: {}".format(e), file=sys.stderr)
+    print(sweep.markdown(table), end="")
+    print("Table in {}, plot in {}".format(
+        os.path.join(out, "sweep.md"), os.path.join(out, "sweep.png")))
+    return 0 if args.report else _failures(failed)
+
+
+def _record_invocation(args, out, started, start, planned, trained, failed,
+                       where, backend_name):
+    """A line of out/invocations.jsonl: the command, its runs, where they
+    ran and its wall time."""
     with open(os.path.join(out, "invocations.jsonl"), "a") as f:
         f.write(json.dumps({
             "command": ["gpunn"] + args.argv,
@@ -862,11 +941,6 @@ def reproduce_command(args):
             "runs": len(planned), "trained": trained, "failed": len(failed),
             "where": where, "backend": backend_name},
             separators=(",", ":")) + "\n")
-    table = reproduce.report(out)
-    print(reproduce.markdown(table), end="")
-    print("Wall time {:.1f} min; table in {}".format(
-        (time.perf_counter() - start) / 60, os.path.join(out, "table.md")))
-    return _failures(failed)
 
 
 def _checkpoints(args):

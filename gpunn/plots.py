@@ -7,6 +7,7 @@ The figures of ``gpunn plot``: the book's pictures of a training run.
     plot_gradient_norms  chapter 5: the speed of learning of each layer
     plot_errors          chapter 6 (conv.py): the misclassified digits
     plot_filters         chapter 6 (conv.py): a conv layer's filters
+    plot_sweep           chapter 6 (conv.py): accuracy against lmbda
 
 Every function takes host NumPy data (move CuPy arrays with
 ``backend.to_numpy`` or ``.get()`` first), writes a PNG of a fixed pixel
@@ -58,6 +59,57 @@ def _save(fig, path):
 def _no_ticks(ax):
     ax.set_xticks([])
     ax.set_yticks([])
+
+
+# ---------------------------------------------------------------------------
+# Chapter 6: conv.py's sweeps of lmbda
+
+def plot_sweep(sweep, path):
+    """Draw a sweep of lmbda (``gpunn sweep``): the best validation
+    accuracy of each value's runs and its test accuracy, against lmbda
+    on a log scale; each run as a faint dot.  lmbda 0, which a log scale
+    cannot place, is drawn as dashed horizontal lines.  800 x 500 pixels.
+
+    ``sweep`` is ``gpunn.sweep.table``'s list: for each lmbda, ``lmbda``,
+    ``validation`` and ``test`` (in %, the test accuracy None where not
+    measured) and ``runs`` (the same, run by run).  Returns ``path``."""
+    if not sweep:
+        raise ValueError("plot_sweep: no values of lmbda to plot")
+    fig = _new_figure(800, 500)
+    ax = fig.subplots(1, 1)
+    colors = {"validation": "tab:blue", "test": "tab:red"}
+    labels = {"validation": "best validation accuracy",
+              "test": "its test accuracy"}
+    positive = [e for e in sweep if e["lmbda"] > 0]
+    zero = [e for e in sweep if e["lmbda"] == 0]
+    for part in ("validation", "test"):
+        points = [(e["lmbda"], e[part]) for e in positive
+                  if e[part] is not None]
+        if points:
+            ax.plot(*zip(*points), marker="o", color=colors[part],
+                    label=labels[part])
+        runs = [(e["lmbda"], r[part]) for e in positive for r in e["runs"]
+                if r[part] is not None]
+        if runs:
+            ax.plot(*zip(*runs), linestyle="none", marker=".", alpha=0.35,
+                    color=colors[part])
+        for e in zero:
+            if e[part] is not None:
+                ax.axhline(e[part], linestyle="--", color=colors[part],
+                           alpha=0.7, label="{}, lmbda 0".format(labels[part]))
+    if positive:
+        ax.set_xscale("log")
+    ax.set_xlabel("lmbda (L2 regularization)")
+    ax.set_ylabel("Accuracy (%)")
+    ax.set_title("{}: {} epochs, {} run{} per value{}".format(
+        sweep[0].get("name", "sweep"), sweep[0].get("epochs", "?"),
+        len(sweep[0]["runs"]), "" if len(sweep[0]["runs"]) == 1 else "s",
+        " (part of the images)" if any(e.get("limited") for e in sweep)
+        else ""))
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(loc="best")
+    fig.tight_layout()
+    return _save(fig, path)
 
 
 # ---------------------------------------------------------------------------
