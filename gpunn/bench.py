@@ -11,9 +11,14 @@ description and name).  ``gpunn bench compare`` reads such files, one per
 machine, and prints seconds per epoch side by side with the ratio of
 each machine to the first (``benchmarks/report.py``).
 
+``gpunn bench --scheduler ADDRESS`` runs it on a Dask worker instead
+(``run_on_worker``), and with ``--each-worker`` on one worker of every
+machine of the cluster: a result file per machine, ready for ``gpunn
+bench compare``.
+
 The suite is not part of the installed package: both commands need the
 checkout's ``benchmarks/`` folder and the ``bench`` extras (pytest,
-pytest-benchmark, threadpoolctl).
+pytest-benchmark, threadpoolctl): on every worker, for ``--scheduler``.
 """
 
 import os
@@ -144,6 +149,33 @@ def run(models, sizes, backends, quick, name, out, say=print):
         raise ConfigError("the benchmark suite did not run:\n" +
                           "".join(lines[-30:]))
     return failed
+
+
+def run_on_worker(models, sizes, backends, quick, name, topic):
+    """A task: ``run`` on this worker's machine (named ``name``, default
+    ``machine_name()``), its progress lines sent to ``topic`` of the
+    event log.  Returns {"name", "host", "results": the JSON file's
+    text, "failed": the failed cases}."""
+    import tempfile
+    from distributed import get_worker
+    worker = get_worker()
+    name = name or machine_name()
+
+    def say(line):
+        worker.log_event(topic, "{}: {}".format(worker.ip, line))
+
+    with tempfile.TemporaryDirectory() as folder:
+        out = os.path.join(folder, "bench.json")
+        failed = run(models, sizes, backends, quick, name, out, say=say)
+        with open(out) as f:
+            return {"name": name, "host": worker.ip, "results": f.read(),
+                    "failed": failed}
+
+
+def file_name(name):
+    """The default result file of the machine ``name``."""
+    return "bench-{}.json".format(
+        re.sub(r"[^A-Za-z0-9.]+", "-", name).strip("-").lower())
 
 
 def _minutes(seconds):

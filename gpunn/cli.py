@@ -29,7 +29,6 @@ import json
 import contextlib
 import difflib
 import os
-import re
 import shutil
 import sys
 import time
@@ -253,7 +252,14 @@ def parser():
                    .format(bench.QUICK_STEPS))
     c.add_argument("--name", help="the machine's name in the results "
                    "(default: its GPU's name, or its CPU's model and cores)")
-    c.add_argument("--out", help="the JSON file (default bench-NAME.json)")
+    c.add_argument("--out", help="the JSON file (default bench-NAME.json); "
+                   "with --each-worker, the folder of the files (default .)")
+    c.add_argument("--scheduler", metavar="ADDRESS",
+                   help="run on a worker of this Dask scheduler "
+                   "(e.g. tcp://host:8786)")
+    c.add_argument("--each-worker", action="store_true",
+                   help="with --scheduler: run on one worker of every "
+                   "machine, a result file each")
     c.set_defaults(command=bench_command)
     sub = c.add_subparsers(metavar="compare", dest="bench_command")
     compare = sub.add_parser(
@@ -844,13 +850,85 @@ def plot_command(args):
 def bench_command(args):
     models = list(experiments.EXPERIMENTS) if args.models == ["all"] \
         else args.models
+    backends = args.backends or bench.BACKENDS
+    bench.cases(models, args.batch, backends)  # refuse a wrong name here
+    if args.scheduler or args.each_worker:
+        return _bench_on_workers(args, models, backends)
     name = args.name
-    out = args.out or "bench-{}.json".format(re.sub(
-        r"[^A-Za-z0-9.]+", "-", name or bench.machine_name()).strip("-").lower())
-    failed = bench.run(models, args.batch, args.backends or bench.BACKENDS,
-                       args.quick, name, out)
+    out = args.out or bench.file_name(name or bench.machine_name())
+    failed = bench.run(models, args.batch, backends, args.quick, name, out)
     print("Wrote {}{}".format(out, "; {} case(s) FAILED".format(failed)
                               if failed else ""))
+    return 1 if failed else 0
+
+
+def _bench_on_workers(args, models, backends):
+    """gpunn bench --scheduler: on one worker, or (--each-worker) on one
+    worker of each machine, all at once; a result file per machine, in
+    the folder --out (with --each-worker) or the file --out."""
+    import queue
+    import uuid
+    from gpunn import cluster
+    if not args.scheduler:
+        raise gpunn.ConfigError("--each-worker runs the benchmark on the "
+                                "machines of a cluster: give its --scheduler")
+    if args.each_worker and args.name:
+        raise gpunn.ConfigError("--name names one machine; with "
+                                "--each-worker each is named by its hardware")
+    with cluster.connect(args.scheduler) as client:
+        machines = {}
+        workers = client.scheduler_info(n_workers=-1)["workers"]
+        for address, info in sorted(workers.items()):
+            machines.setdefault(info["host"], address)
+        if not args.each_worker:
+            machines = dict([next(iter(machines.items()))])
+        print("gpunn bench: on {} machine{} of {}: {}".format(
+            len(machines), "" if len(machines) == 1 else "s", args.scheduler,
+            ", ".join(machines)), flush=True)
+        topic = "gpunn-bench-{}".format(uuid.uuid4().hex)
+        events = queue.Queue()
+        client.subscribe_topic(topic, events.put)
+        futures = {client.submit(bench.run_on_worker, models, args.batch,
+                                 backends, args.quick, args.name, topic,
+                                 workers=[address], allow_other_workers=False,
+                                 pure=False): host
+                   for host, address in machines.items()}
+        results, failed = [], 0
+        pending = set(futures)
+        while pending:
+            try:
+                print(events.get(timeout=0.5)[1], flush=True)
+            except queue.Empty:
+                pass
+            for future in [f for f in pending if f.done()]:
+                pending.discard(future)
+                try:
+                    results.append(future.result())
+                except Exception as e:
+                    failed += 1
+                    print("{}: FAILED: {}".format(futures[future], e),
+                          file=sys.stderr)
+        while not events.empty():
+            print(events.get()[1], flush=True)
+    folder = (args.out or ".") if args.each_worker else None
+    if folder:
+        os.makedirs(folder, exist_ok=True)
+    names = [r["name"] for r in results]
+    for r in results:
+        name = r["name"]
+        if names.count(name) > 1:  # machines of one kind: named by host too
+            name = "{} ({})".format(name, r["host"])
+            data = json.loads(r["results"])
+            data["machine_info"]["gpunn"]["name"] = name
+            r["results"] = json.dumps(data, indent=4)
+        path = os.path.join(folder, bench.file_name(name)) if folder else \
+            args.out or bench.file_name(name)
+        with open(path, "w") as f:
+            f.write(r["results"])
+        failed += r["failed"]
+        print("Wrote {} ({}){}".format(path, name, "; {} case(s) FAILED"
+                                       .format(r["failed"]) if r["failed"]
+                                       else ""))
     return 1 if failed else 0
 
 

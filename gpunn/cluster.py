@@ -95,6 +95,13 @@ def connect(scheduler=None, jobs=None, gpus=0, timeout=TIMEOUT):
     cluster = None
     if scheduler:
         try:
+            from distributed.comm import parse_address, parse_host_port
+            parse_host_port(parse_address(scheduler)[1])
+        except ValueError as e:
+            raise ConfigError("{} is not a scheduler's address ({}): give "
+                              "one as tcp://HOST:PORT".format(scheduler, e)
+                              ) from None
+        try:
             client = distributed.Client(scheduler, timeout=timeout,
                                         set_as_default=False)
         except (OSError, TimeoutError, ValueError) as e:
@@ -336,7 +343,7 @@ def train(run, epochs, options, threads, machines, topic):
                                      worker=worker.address))
 
     os.makedirs(run.folder, exist_ok=True)
-    with _only_process(run.folder, lambda: send(waiting=True)):
+    with _only_process(run.folder, lambda: send(waiting=True)) as lock:
         if run.finished(epochs):
             return {"settings": _settings(run), "records": run.records(),
                     "seconds": None}
@@ -356,7 +363,7 @@ def train(run, epochs, options, threads, machines, topic):
                      "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
             env.setdefault(name, str(share))
         start = time.perf_counter()
-        returncode = _run_child(run.folder, command, env, done,
+        returncode = _run_child(run.folder, command, env, lock, done,
                                 lambda record: send(record=record),
                                 lambda: _cancelled(worker, key))
         seconds = time.perf_counter() - start
@@ -372,17 +379,18 @@ def train(run, epochs, options, threads, machines, topic):
     raise RunFailed("{} {}: {}".format(run.name, why, _tail(output)))
 
 
-def _run_child(folder, command, env, done, on_record, cancelled):
+def _run_child(folder, command, env, lock, done, on_record, cancelled):
     """Run ``command`` with its output in folder/output.txt, calling
     ``on_record`` with each record its log gains after the ``done``
-    first; SIGINT to the child when ``cancelled()``.  Returns its exit
-    code (negative: the signal that killed it)."""
+    first; SIGINT to the child when ``cancelled()``.  The child holds
+    the folder's ``lock`` too, for as long as it lives.  Returns its
+    exit code (negative: the signal that killed it)."""
     with open(os.path.join(folder, "output.txt"), "a") as output:
         output.write("$ {}\n".format(shlex.join(command)))
         output.flush()
         child = subprocess.Popen(_dying_with_this_thread(command),
                                  stdout=output, stderr=subprocess.STDOUT,
-                                 env=env)
+                                 env=env, pass_fds=(lock.fileno(),))
         try:
             interrupted = None
             while True:
@@ -430,17 +438,16 @@ def _dying_with_this_thread(command):
 @contextlib.contextmanager
 def _only_process(folder, on_wait):
     """Hold the lock of the run's folder (waiting, after ``on_wait()``,
-    while another process holds it)."""
+    while another process holds it); gives the lock's file, which a
+    child that inherits it holds with this process (flock locks belong
+    to the open file, not to a process)."""
     with open(os.path.join(folder, ".lock"), "w") as lock:
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             on_wait()
             fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+        yield lock
 
 
 def _expanded_data_once():
