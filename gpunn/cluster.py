@@ -50,6 +50,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections import Counter
@@ -131,22 +132,33 @@ def local_cluster(jobs, gpus):
     distributed = _distributed()
     quiet = dict(dashboard_address=None, silence_logs=logging.ERROR,
                  memory_limit=0)  # a run's memory is its child's
-    if not gpus:
-        return distributed.LocalCluster(n_workers=jobs, threads_per_worker=1,
-                                        processes=True, **quiet)
-    runs_per_gpu = max(1, jobs // gpus)
+    runs_per_gpu = max(1, jobs // max(gpus, 1))
+    Cluster, options = distributed.LocalCluster, dict(
+        n_workers=jobs, threads_per_worker=1, processes=True)
+    if gpus:
+        try:
+            from dask_cuda import LocalCUDACluster
+            Cluster, options = LocalCUDACluster, dict(
+                threads_per_worker=runs_per_gpu)
+        except ImportError:
+            if gpus > 1:
+                raise ConfigError(
+                    "{} GPUs here: gpunn gives each its own Dask worker with "
+                    "dask-cuda, which is not installed: pip install "
+                    "'gpunn[cuda12]' (or cuda13)".format(gpus)) from None
+            options = dict(n_workers=1, threads_per_worker=runs_per_gpu,
+                           processes=True)
+    # Ctrl-C in a terminal goes to every process of its group: the
+    # workers ignore it (they inherit SIG_IGN), this process cancels
+    # their tasks, and the runs' own processes stop as gpunn train does.
+    ignoring = threading.current_thread() is threading.main_thread()
+    if ignoring:
+        handler = signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
-        from dask_cuda import LocalCUDACluster
-    except ImportError:
-        if gpus > 1:
-            raise ConfigError(
-                "{} GPUs here: gpunn gives each its own Dask worker with "
-                "dask-cuda, which is not installed: pip install "
-                "'gpunn[cuda12]' (or cuda13)".format(gpus)) from None
-        return distributed.LocalCluster(n_workers=1, processes=True,
-                                        threads_per_worker=runs_per_gpu,
-                                        **quiet)
-    return LocalCUDACluster(threads_per_worker=runs_per_gpu, **quiet)
+        return Cluster(**options, **quiet)
+    finally:
+        if ignoring:
+            signal.signal(signal.SIGINT, handler)
 
 
 def check_workers(client, where, timeout=TIMEOUT):
@@ -420,9 +432,12 @@ def _cancelled(worker, key):
 
 # The child sets Linux's parent-death signal, then becomes gpunn train:
 # when the thread that started it ends (its worker killed), it is killed.
+# Ctrl-C (SIGINT), which its worker may ignore, stops it as it stops
+# gpunn train.
 _DIE_WITH_PARENT = (
     "import ctypes, os, signal, sys\n"
     "ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)\n"
+    "signal.signal(signal.SIGINT, signal.SIG_DFL)\n"
     "if os.getppid() != int(sys.argv[1]):\n"
     "    sys.exit(137)  # the parent died before the signal was set\n"
     "os.execv(sys.argv[2], sys.argv[2:])\n")

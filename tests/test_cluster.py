@@ -287,3 +287,39 @@ def test_sweep_values_and_bad_input():
     p = gpunn("reproduce", "shallow", "--jobs", "2", "--scheduler",
               "tcp://127.0.0.1:9")
     assert p.returncode == 2 and "--jobs sizes the cluster" in p.stderr
+
+
+def test_ctrl_c_stops_the_runs_and_the_same_command_goes_on(tmp_path):
+    """Ctrl-C in a terminal: SIGINT to every process of the group (the
+    command, its local cluster's workers, the runs).  The command exits
+    130 at once, without the workers' tracebacks; each run stopped as
+    gpunn train stops; the same command then goes on from the
+    checkpoints."""
+    args = ["reproduce", "basic_conv", "--runs", "2", "--epochs", "3",
+            "--limit", "4000", "--eval-limit", "200", "--backend", "numpy",
+            "--out", str(tmp_path / "r")]
+    command = subprocess.Popen(
+        [sys.executable, "-c", "import os, signal, sys\n"
+         "signal.signal(signal.SIGINT, signal.default_int_handler)\n"
+         "os.execv(sys.executable, [sys.executable, '-m', 'gpunn', "
+         "*sys.argv[1:]])", *args], env=environment(),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        start_new_session=True)
+    run0 = tmp_path / "r" / "runs" / "basic_conv" / "run-0"
+    deadline = time.monotonic() + 60
+    while not (run0 / "network.npz").exists():
+        assert time.monotonic() < deadline and command.poll() is None
+        time.sleep(0.05)
+    os.killpg(command.pid, signal.SIGINT)
+    start = time.monotonic()
+    out, err = command.communicate(timeout=60)
+    assert command.returncode == 130, out + err
+    assert time.monotonic() - start < 15
+    assert "Traceback" not in out + err, out + err
+    assert "The runs keep their checkpoints (in {})".format(
+        tmp_path / "r" / "runs") in err
+    assert "holds its 1 epoch" in (run0 / "output.txt").read_text()
+    out = ok(gpunn(*args))
+    assert "basic_conv run 0: resumed at epoch 1 on" in out
+    header, *epochs = lines(tmp_path / "r" / "logs" / "basic_conv-run0.jsonl")
+    assert [e["epoch"] for e in epochs] == [0, 1, 2]
