@@ -299,10 +299,11 @@ class Display:
                 if m["started"] else "started", m["worker"], m["seed"]))
             if self.terminal:
                 from tqdm import tqdm
+                taken = {abs(bar.pos) for bar in self.bars.values()}
+                line = min(set(range(len(taken) + 1)) - taken)
                 self.bars[run] = tqdm(total=m["epochs"], initial=m["started"],
                                       desc=run, unit="epoch", leave=False,
-                                      position=len(self.bars),
-                                      file=sys.stderr)
+                                      position=line, file=sys.stderr)
         elif "waiting" in m:
             self._line("{}: waiting for the process that trains it on {}"
                        .format(run, m["worker"]))

@@ -21,7 +21,8 @@ The output folder (``--out``) holds:
   (settings, backend, device) and one line per epoch: what docs/ keeps;
 - ``table.md`` and ``results.json``: the table, made from ``logs/`` alone
   (``gpunn reproduce --report DIR`` makes it again);
-- ``invocations.jsonl``: each ``reproduce`` command, its jobs and wall time.
+- ``invocations.jsonl``: each ``reproduce`` command, where its runs went
+  and its wall time.
 
 Run k of every row has seed k (1, 2, 3, ...): a table can be run again.
 """
