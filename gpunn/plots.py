@@ -106,7 +106,7 @@ def plot_sweep(sweep, path):
         len(sweep[0]["runs"]), "" if len(sweep[0]["runs"]) == 1 else "s",
         " (part of the images)" if any(e.get("limited") for e in sweep)
         else ""))
-    ax.grid(alpha=0.3, which="both")
+    ax.grid(alpha=0.3)
     ax.legend(loc="best")
     fig.tight_layout()
     return _save(fig, path)
@@ -203,7 +203,7 @@ def plot_gradient_norms(records, path, layer_names=None):
     ax.set_title("Speed of learning: mean norm of dC/dw per layer")
     ax.set_xlabel("Epoch")
     ax.set_ylabel("Mean gradient norm (log scale)")
-    ax.grid(alpha=0.3, which="both")
+    ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
     return _save(fig, path)
