@@ -187,15 +187,7 @@ def parser():
     _cluster_options(c)
     c.add_argument("--out", default=os.path.join("runs", "reproduce"),
                    help="the results folder (default runs/reproduce)")
-    c.add_argument("--epochs", type=_positive_int,
-                   help="train every run this many epochs: a smoke test, "
-                        "marked so in the table")
-    c.add_argument("--limit", type=_positive_int, metavar="N",
-                   help="train on the first N images only (marked so)")
-    c.add_argument("--eval-limit", type=_positive_int, metavar="N",
-                   help="validate and test on the first N images only")
-    c.add_argument("--report", action="store_true",
-                   help="train nothing: make the table again from OUT/logs")
+    _quick_options(c)
     _backend_options(c, dtype_default="float64 for chapters 1 and 3, as the "
                      "book's NumPy code; float32 for chapter 6, as its Theano "
                      "on a GPU")
@@ -218,16 +210,7 @@ def parser():
     _cluster_options(c)
     c.add_argument("--out", help="the results folder (default "
                    "runs/sweep-NAME)")
-    c.add_argument("--epochs", type=_positive_int,
-                   help="train every run this many epochs (default: the "
-                   "network's, 60)")
-    c.add_argument("--limit", type=_positive_int, metavar="N",
-                   help="train on the first N images only")
-    c.add_argument("--eval-limit", type=_positive_int, metavar="N",
-                   help="validate and test on the first N images only")
-    c.add_argument("--report", action="store_true",
-                   help="train nothing: make the table and plot again from "
-                   "OUT/logs")
+    _quick_options(c)
     _backend_options(c, dtype_default="float32, as the book's Theano on a "
                      "GPU")
     c.set_defaults(command=sweep_command)
@@ -291,6 +274,18 @@ def _cluster_options(c):
     c.add_argument("--threads", type=_positive_int, metavar="N",
                    help="CPU threads of each run (default: its share of its "
                         "machine's cores)")
+
+
+def _quick_options(c):
+    c.add_argument("--epochs", type=_positive_int,
+                   help="train every run this many epochs: a quick check, "
+                        "marked so in the table")
+    c.add_argument("--limit", type=_positive_int, metavar="N",
+                   help="train on the first N images only (marked so)")
+    c.add_argument("--eval-limit", type=_positive_int, metavar="N",
+                   help="validate and test on the first N images only")
+    c.add_argument("--report", action="store_true",
+                   help="train nothing: make the table again from OUT/logs")
 
 
 def _backend_options(c, dtype_default="$GPUNN_DTYPE or float32"):
