@@ -954,8 +954,8 @@ def reproduce_command(args):
                   "(one AMD EPYC core: about 47 s an epoch, 60 epochs)",
                   flush=True)
         print("gpunn reproduce: {} runs of {} rows on {}, {}; results in {}"
-              .format(len(planned), len(chapter_rows), backend_name, where,
-                      out), flush=True)
+              .format(len(planned), len(chapter_rows),
+                      _backend_words(backend_name), where, out), flush=True)
         finished, failed, trained = _train_on(client, planned, args,
                                               backend_name, out)
         if any(r.metric == "vote" for r in chapter_rows):
@@ -983,7 +983,8 @@ def sweep_command(args):
             print("gpunn sweep: {}, lmbda {}: {} runs on {}, {}; results in {}"
                   .format(args.name, " ".join("{:g}".format(float(r.train[2]))
                                               for r in rows),
-                          len(planned), backend_name, where, out), flush=True)
+                          len(planned), _backend_words(backend_name), where,
+                          out), flush=True)
             _, failed, trained = _train_on(client, planned, args,
                                            backend_name, out)
         _record_invocation(args, out, started, start, planned, trained, failed,
@@ -1014,6 +1015,10 @@ def _record_invocation(args, out, started, start, planned, trained, failed,
             "runs": len(planned), "trained": trained, "failed": len(failed),
             "where": where, "backend": backend_name},
             separators=(",", ":")) + "\n")
+
+
+def _backend_words(name):
+    return "each worker's own backend (auto)" if name == "auto" else name
 
 
 def _checkpoints(args):
