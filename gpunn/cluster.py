@@ -380,10 +380,10 @@ def train(run, epochs, options, threads, machines, topic):
                                 lambda record: send(record=record),
                                 lambda: _cancelled(worker, key))
         seconds = time.perf_counter() - start
-    send(stopped=returncode)
-    if returncode == 0:
-        return {"settings": _settings(run), "records": run.records(),
-                "seconds": seconds}
+        send(stopped=returncode)
+        if returncode == 0:
+            return {"settings": _settings(run), "records": run.records(),
+                    "seconds": seconds}
     output = os.path.join(run.folder, "output.txt")
     why = "with exit code {}; see {} on {}".format(returncode, output,
                                                    worker.ip)
