@@ -36,10 +36,12 @@ import json
 import os
 import platform
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
 import tarfile
+import tempfile
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -259,8 +261,8 @@ def check(out, rehearse=False):
     stage.results["gpu_tests"] = stage.run(tests, seconds=360)
     stage.results["gpu_tests"]["summary"] = _junit_summary(
         os.path.join(out, "gpu-tests.xml"))
-    cache = os.path.join("/tmp", "gpunn-campaign-cupy-cache")
-    subprocess.run(["rm", "-rf", cache])
+    scratch = tempfile.mkdtemp(prefix="gpunn-campaign-check-")
+    cache = os.path.join(scratch, "cupy-cache")
     train = [sys.executable, "-m", "gpunn", "train", "dbl_conv_relu",
              "--epochs", "1", "--quiet", "--seed", "1",
              "--backend", "numpy" if rehearse else "cupy"] + (
@@ -268,10 +270,10 @@ def check(out, rehearse=False):
                                              "--eval-limit", "1000"])
     timings = {}
     for when in ("cold", "warm"):
-        record = stage.run(train + ["--out", "/tmp/gpunn-campaign-" + when],
+        record = stage.run(train + ["--out", os.path.join(scratch, when)],
                            seconds=60, env={"CUPY_CACHE_DIR": cache})
         timings[when] = record["seconds"]
-        subprocess.run(["rm", "-rf", "/tmp/gpunn-campaign-" + when])
+    shutil.rmtree(scratch)
     stage.results["first_epoch_seconds"] = timings
     stage.results["compile_seconds"] = round(timings["cold"] -
                                              timings["warm"], 1)
@@ -365,9 +367,7 @@ def reproduce(out, state=None, rehearse=False, seconds=None):
     with Ctrl-C (its runs keep their checkpoints) ``seconds`` before the
     stage's end; then the results folder is packed into OUT."""
     stage = Stage("reproduce", out, rehearse)
-    folder = "/tmp/gpunn-campaign-reproduce"
-    subprocess.run(["rm", "-rf", folder])
-    os.makedirs(folder)
+    folder = tempfile.mkdtemp(prefix="gpunn-campaign-reproduce-")
     chunks = sorted(glob.glob(os.path.join(state, "state.tar.gz.*"))) \
         if state else []
     if chunks:
@@ -389,6 +389,7 @@ def reproduce(out, state=None, rehearse=False, seconds=None):
             stage.results["table"] = json.load(f)
     stage.results["finished"] = record["exit_code"] == 0
     packed = _pack(folder, out)
+    shutil.rmtree(folder)
     if len(packed) > 6:  # with the log and the JSON: 8 files come back
         stage.say("WARNING: {} state files: more than 6 do not all come "
                   "back from $OUT".format(len(packed)))
