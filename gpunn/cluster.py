@@ -299,6 +299,8 @@ class Display:
                 if m["started"] else "started", m["worker"], m["seed"]))
             if self.terminal:
                 from tqdm import tqdm
+                if run in self.bars:  # run again after its worker died
+                    self.bars.pop(run).close()
                 taken = {abs(bar.pos) for bar in self.bars.values()}
                 line = min(set(range(len(taken) + 1)) - taken)
                 self.bars[run] = tqdm(total=m["epochs"], initial=m["started"],
