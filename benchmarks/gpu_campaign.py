@@ -95,9 +95,9 @@ def _install_wheels():
 
 def plan():
     """The stages in order: (name, device command, carry, estimated
-    seconds).  The estimates are rough (GPU steps at 1 ms, CPU cases at
-    a quarter of a 16-core machine's matmul rate, or the time limit
-    where a stage stops itself)."""
+    seconds).  The estimates are rough (``gpunn bench``'s: GPU steps at
+    1 ms, CPU cases at a quarter of a 16-core machine's matmul rate; or
+    the time limit where a stage stops itself)."""
     stages = [("check", "python3 benchmarks/gpu_campaign.py check $OUT",
                [WHEEL_FOLDER], check_seconds())]
     for k in range(len(PARTS)):
@@ -120,29 +120,18 @@ def check_seconds():
     return 20 + 360 + 2 * 60  # versions, pytest -m gpu (capped), two trainings
 
 
-def bench_seconds(models, backends, steps=None, rate=None):
-    """``benchmarks``' estimate of the suite's cases (``gpunn bench``'s)."""
-    from gpunn import backend, bench
-    from gpunn.experiments import EXPERIMENTS
-    from benchmarks.flops import flops_per_epoch
-    backend.use("numpy", "float32", quiet=True)
-    rate = rate or 500e9 / 4  # a 16-core machine's sgemm, a quarter of it
-    total = 0.0
-    for node in bench.cases(models, (10, 64, 256), backends):
-        model, size, name = bench._parse(node)
-        case_steps = 3 + 5 * (steps or max(5, 2000 // size))
-        if name.endswith(("numpy", "cpu")):
-            per_step = flops_per_epoch(EXPERIMENTS[model].network(size), size) \
-                / (50_000 // size) / rate
-        else:
-            per_step = 1e-3
-        total += 3 + case_steps * per_step
-    return total
+def bench_seconds(models, backends, rate=500e9):
+    """``gpunn bench``'s estimate of the suite's cases, at 10, 64 and 256,
+    with CPU cases at a matmul ``rate`` (default: a 16-core machine's
+    sgemm, FLOP/s)."""
+    from gpunn import bench
+    return bench.estimate_seconds(bench.cases(models, (10, 64, 256),
+                                              backends), None, rate)
 
 
 def cpu_scaling_seconds():
     return sum(bench_seconds([CPU_SCALING_MODEL], CPU_BACKENDS,
-                             rate=threads * 500e9 / 16 / 4)
+                             rate=threads * 500e9 / 16)
                for threads in CPU_THREADS)
 
 

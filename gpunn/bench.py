@@ -79,15 +79,16 @@ def machine_name():
     return "{}, {} cores".format(_cpu_model(), os.cpu_count())
 
 
-def estimate_seconds(node_ids, steps):
+def estimate_seconds(node_ids, steps, matmul_rate=None):
     """A rough time for the cases up front: each case's FLOPs at a quarter
-    of this machine's measured float32 matmul rate (CPU cases), or 1 ms a
-    step (GPU cases), plus 3 s of start-up each."""
+    of ``matmul_rate`` (FLOP/s; default: this machine's measured float32
+    matmul rate) for CPU cases, or 1 ms a step (GPU cases), plus 3 s of
+    start-up each."""
     import numpy
     from benchmarks.flops import flops_per_epoch
     from benchmarks.machine import matmul_gflops
     from gpunn import backend
-    rate = matmul_gflops(numpy, 512) * 1e9 / 4
+    rate = (matmul_rate or matmul_gflops(numpy, 512) * 1e9) / 4
     total = 0.0
     backend.use("numpy", "float32", quiet=True)
     for node in node_ids:

@@ -862,7 +862,6 @@ def _bench_on_workers(args, models, backends):
     worker of each machine, all at once; a result file per machine, in
     the folder --out (with --each-worker) or the file --out."""
     import queue
-    import uuid
     from gpunn import cluster
     if not args.scheduler:
         raise gpunn.ConfigError("--each-worker runs the benchmark on the "
@@ -880,31 +879,32 @@ def _bench_on_workers(args, models, backends):
         print("gpunn bench: on {} machine{} of {}: {}".format(
             len(machines), "" if len(machines) == 1 else "s", args.scheduler,
             ", ".join(machines)), flush=True)
-        topic = "gpunn-bench-{}".format(uuid.uuid4().hex)
-        events = queue.Queue()
-        client.subscribe_topic(topic, events.put)
-        futures = {client.submit(bench.run_on_worker, models, args.batch,
-                                 backends, args.quick, args.name, topic,
-                                 workers=[address], allow_other_workers=False,
-                                 pure=False): host
-                   for host, address in machines.items()}
-        results, failed = [], 0
-        pending = set(futures)
-        while pending:
+
+        def submit(topic):
+            return {client.submit(bench.run_on_worker, models, args.batch,
+                                  backends, args.quick, args.name, topic,
+                                  workers=[address], allow_other_workers=False,
+                                  pure=False): host
+                    for host, address in machines.items()}
+
+        def show(events, wait):  # the workers' progress lines
             try:
-                print(events.get(timeout=0.5)[1], flush=True)
+                while True:
+                    print(events.get(timeout=wait)[1], flush=True)
+                    wait = 0.01
             except queue.Empty:
                 pass
-            for future in [f for f in pending if f.done()]:
-                pending.discard(future)
-                try:
-                    results.append(future.result())
-                except Exception as e:
+
+        results, failed = [], 0
+        with contextlib.closing(cluster.finished(client, submit,
+                                                 show)) as ends:
+            for host, result in ends:
+                if isinstance(result, Exception):
                     failed += 1
-                    print("{}: FAILED: {}".format(futures[future], e),
+                    print("{}: FAILED: {}".format(host, result),
                           file=sys.stderr)
-        while not events.empty():
-            print(events.get()[1], flush=True)
+                else:
+                    results.append(result)
     folder = (args.out or ".") if args.each_worker else None
     if folder:
         os.makedirs(folder, exist_ok=True)

@@ -224,45 +224,63 @@ def train_all(client, planned, epochs, options, threads=None, on_done=None,
     gets each finished run's ``train`` result.  Returns the runs that
     failed, with why.  Ctrl-C cancels the tasks (their runs keep their
     checkpoints) and raises KeyboardInterrupt."""
-    topic = "gpunn-{}".format(uuid.uuid4().hex)
-    events = queue.Queue()
-    client.subscribe_topic(topic, events.put)
     machines = runs_per_machine(client)
-    futures = {}
-    for run in planned:
-        future = client.submit(
+
+    def submit(topic):
+        return {client.submit(
             train, run, epochs or run.row.epochs, options, threads, machines,
             topic, key="train-{}-run{}-{}".format(run.row.key, run.index,
                                                   uuid.uuid4().hex[:8]),
-            retries=RETRIES, pure=False)
-        futures[future] = run
+            retries=RETRIES, pure=False): run for run in planned}
+
     display = Display(say)
     failed = []
     try:
-        pending = set(futures)
-        while pending:
-            display.show(events, wait=POLL_SECONDS)
-            for future in [f for f in pending if f.done()]:
-                pending.discard(future)
-                run = futures[future]
-                display.show(events)
-                try:
-                    result = future.result()
-                except Exception as e:
-                    result = {"failed": "({}: {})".format(type(e).__name__,
-                                                          _first_line(e))}
+        ends = finished(client, submit, display.show)
+        with contextlib.closing(ends):
+            for run, result in ends:
+                if isinstance(result, Exception):
+                    result = {"failed": "({}: {})".format(
+                        type(result).__name__, _first_line(result))}
                 if "failed" in result:
                     failed.append((run, result["failed"]))
                     say("{}: FAILED {}".format(run.name, result["failed"]))
                 elif on_done:
                     on_done(run, result)
-    except KeyboardInterrupt:
-        client.cancel(list(futures))
-        raise
     finally:
         display.close()
-        client.unsubscribe_topic(topic)
     return failed
+
+
+def finished(client, submit, show):
+    """Yield (what, result) as each task of ``submit(topic)`` (a dict
+    {future: what}) ends, its result being what it returned or the
+    exception it raised; meanwhile ``show(events, wait)`` is given the
+    queue of what the tasks sent to ``topic`` of the event log.  Tasks
+    still running when the generator is closed (Ctrl-C) are cancelled:
+    use it in ``contextlib.closing``."""
+    topic = "gpunn-{}".format(uuid.uuid4().hex)
+    events = queue.Queue()
+    client.subscribe_topic(topic, events.put)
+    pending = set()
+    try:
+        futures = submit(topic)
+        pending = set(futures)
+        while pending:
+            show(events, POLL_SECONDS)
+            for future in [f for f in pending if f.done()]:
+                pending.discard(future)
+                show(events, 0)
+                try:
+                    result = future.result()
+                except Exception as e:
+                    result = e
+                yield futures[future], result
+        show(events, 0)
+    finally:
+        if pending:
+            client.cancel(list(pending))
+        client.unsubscribe_topic(topic)
 
 
 class Display:
