@@ -390,6 +390,13 @@ def train(run, epochs, options, threads, machines, topic):
         share = threads or max(1, backend.cores() // machines.get(
             worker.ip, worker.state.nthreads))
         env = dict(os.environ)
+        # Dask's nanny gives its workers MALLOC_TRIM_THRESHOLD_=65536
+        # (distributed.nanny.pre-spawn-environ): a run would hand its
+        # step's temporaries back to the kernel after every mini-batch
+        # and fault them in again (an expanded-data epoch took twice as
+        # long, 40% of it in the kernel).  The run gets glibc's default.
+        if env.get("MALLOC_TRIM_THRESHOLD_") == "65536":
+            del env["MALLOC_TRIM_THRESHOLD_"]
         if threads:  # --threads, over $GPUNN_THREADS
             env["GPUNN_THREADS"] = str(share)
         for name in ("GPUNN_THREADS", "OMP_NUM_THREADS",

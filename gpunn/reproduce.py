@@ -367,6 +367,42 @@ def report(out):
     return table
 
 
+def in_progress(folder):
+    """The chapter-6 runs under ``folder`` (a --checkpoints folder,
+    KEY/run-R/) that hold a checkpoint: one dict each, in ROWS order,
+    with the row, the run, the epochs done of the row's epochs and their
+    seconds.  These are the runs that a session commits to go on in the
+    next (docs/RESULTS.md lists them)."""
+    found = []
+    for row in ROWS:
+        base = os.path.join(folder, row.key)
+        if row.chapter != "chapter6" or not os.path.isdir(base):
+            continue
+        for name in sorted(os.listdir(base)):
+            run = Run(row, int(name[len("run-"):]), os.path.join(base, name)) \
+                if name.startswith("run-") and name[4:].isdigit() else None
+            if run is None or not os.path.exists(
+                    os.path.join(run.folder, "network.npz")):
+                continue
+            records = run.records()
+            found.append({"key": row.key, "run": run.index,
+                          "epochs_done": len(records), "epochs": row.epochs,
+                          "seconds": round(sum(r["seconds"] for r in records), 1)})
+    order = [row.key for row in ROWS]
+    return sorted(found, key=lambda r: (order.index(r["key"]), r["run"]))
+
+
+def markdown_in_progress(runs):
+    """``in_progress``'s runs as a Markdown table."""
+    lines = ["| run | epochs done | training time so far |",
+             "| --- | ---: | ---: |"]
+    for r in runs:
+        lines.append("| {} run {} | {} of {} | {} |".format(
+            r["key"], r["run"], r["epochs_done"], r["epochs"],
+            duration(r["seconds"])))
+    return "\n".join(lines) + "\n"
+
+
 def voters(finished):
     """The first VOTERS double_fc_dropout runs of ``finished``, or None
     where fewer finished."""

@@ -185,6 +185,68 @@ def test_docs_results_table_is_the_one_its_logs_give():
             assert [e["epoch"] for e in epochs] == list(range(len(epochs)))
 
 
+def committed_run_folders():
+    """The run folders under docs/results/runs that git holds (not the
+    working tree's: a developer's finished runs are there too)."""
+    try:
+        files = subprocess.run(["git", "ls-files", "docs/results/runs"],
+                               cwd=REPO, capture_output=True, text=True,
+                               check=True).stdout.split()
+    except (OSError, subprocess.CalledProcessError):
+        pytest.skip("not a git checkout")
+    folders = {}
+    for path in files:
+        folders.setdefault(os.path.dirname(path), set()).add(os.path.basename(path))
+    return folders
+
+
+def test_committed_runs_in_progress_resume_with_the_books_settings():
+    """A run that a session could not finish is committed (run.json,
+    network.npz, log.jsonl) where gpunn reproduce --out docs/results goes
+    on from it: each is an unfinished run of its row with the book's
+    settings (or one of the five networks the vote still waits for),
+    its checkpoint holds the epochs its log has, and docs/RESULTS.md
+    lists it."""
+    import gpunn as g
+    from gpunn import experiments, saving
+    folders = committed_run_folders()
+    if not folders:
+        pytest.skip("no runs in progress are committed")
+    rows = {row.key: row for row in reproduce.ROWS}
+    voted = os.path.exists(os.path.join(RESULTS, "logs", reproduce.VOTE_FILE))
+    g.use("numpy", "float32")
+    for folder, names in folders.items():
+        key, run = folder.split("/")[-2:]
+        row, index = rows[key], int(run[len("run-"):])
+        assert names == {"run.json", "network.npz", "log.jsonl"}, folder
+        path = os.path.join(REPO, folder)
+        settings = load(os.path.join(path, "run.json"))
+        n = int(row.train[2]) if "--n" in row.train else 100
+        e = experiments.experiment(row.train[0], n=n)
+        assert settings["experiment"] == row.train[0]
+        assert settings.get("n", 100) == n
+        assert (settings["seed"], settings["epochs"], settings["eta"],
+                settings["lmbda"], settings["dtype"]) == (
+                    index + 1, row.epochs, e.eta, e.lmbda, "float32")
+        assert not settings["limit"] and not settings["eval_limit"]
+        records = lines(os.path.join(path, "log.jsonl"))
+        assert [r["epoch"] for r in records] == list(range(len(records)))
+        _, metadata = saving.load(os.path.join(path, "network.npz"))
+        assert metadata["epochs_done"] == len(records)
+        assert metadata["history"] == records
+        finished = len(records) == row.epochs
+        assert not finished or (key == "double_fc_dropout" and not voted
+                                and index < reproduce.VOTERS), \
+            "{}: its row is done; its checkpoint leaves the tree".format(folder)
+    with open(os.path.join(REPO, "docs", "RESULTS.md")) as f:
+        text = f.read()
+    runs = [r for r in reproduce.in_progress(os.path.join(RESULTS, "runs"))
+            if "docs/results/runs/{}/run-{}".format(r["key"], r["run"])
+            in folders]
+    assert len(runs) == len(folders)
+    assert reproduce.markdown_in_progress(runs) in text
+
+
 @pytest.mark.slow
 def test_the_vote_of_five_double_fc_dropout_runs(tmp_path):
     from gpunn import saving
