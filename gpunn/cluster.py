@@ -389,19 +389,7 @@ def train(run, epochs, options, threads, machines, topic):
         send(started=done, seed=run.seed)
         share = threads or max(1, backend.cores() // machines.get(
             worker.ip, worker.state.nthreads))
-        env = dict(os.environ)
-        # Dask's nanny gives its workers MALLOC_TRIM_THRESHOLD_=65536
-        # (distributed.nanny.pre-spawn-environ): a run would hand its
-        # step's temporaries back to the kernel after every mini-batch
-        # and fault them in again (an expanded-data epoch took twice as
-        # long, 40% of it in the kernel).  The run gets glibc's default.
-        if env.get("MALLOC_TRIM_THRESHOLD_") == "65536":
-            del env["MALLOC_TRIM_THRESHOLD_"]
-        if threads:  # --threads, over $GPUNN_THREADS
-            env["GPUNN_THREADS"] = str(share)
-        for name in ("GPUNN_THREADS", "OMP_NUM_THREADS",
-                     "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-            env.setdefault(name, str(share))
+        env = run_environment(os.environ, share, threads)
         start = time.perf_counter()
         returncode = _run_child(run.folder, command, env, lock, done,
                                 lambda record: send(record=record),
@@ -417,6 +405,28 @@ def train(run, epochs, options, threads, machines, topic):
     if returncode in FINAL_EXIT_CODES or _cancelled(worker, key):
         return {"failed": why}
     raise RunFailed("{} {}: {}".format(run.name, why, _tail(output)))
+
+
+def run_environment(environ, share, threads=None):
+    """The environment of a run's ``gpunn train`` child on a worker:
+    ``environ`` with ``share`` CPU threads (GPUNN_THREADS and the BLAS
+    libraries' variables, where not set; --threads, given as
+    ``threads``, over $GPUNN_THREADS), less Dask's malloc setting.
+
+    Dask's nanny gives its workers MALLOC_TRIM_THRESHOLD_=65536
+    (distributed.nanny.pre-spawn-environ): a run would hand its step's
+    temporaries back to the kernel after every mini-batch and fault them
+    in again (an expanded-data epoch took twice as long, 40% of it in the
+    kernel).  The run gets glibc's default."""
+    env = dict(environ)
+    if env.get("MALLOC_TRIM_THRESHOLD_") == "65536":
+        del env["MALLOC_TRIM_THRESHOLD_"]
+    if threads:
+        env["GPUNN_THREADS"] = str(share)
+    for name in ("GPUNN_THREADS", "OMP_NUM_THREADS",
+                 "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        env.setdefault(name, str(share))
+    return env
 
 
 def _run_child(folder, command, env, lock, done, on_record, cancelled):

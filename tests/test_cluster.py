@@ -323,3 +323,31 @@ def test_ctrl_c_stops_the_runs_and_the_same_command_goes_on(tmp_path):
     assert "basic_conv run 0: resumed at epoch 1 on" in out
     header, *epochs = lines(tmp_path / "r" / "logs" / "basic_conv-run0.jsonl")
     assert [e["epoch"] for e in epochs] == [0, 1, 2]
+
+
+def worker_environments():
+    """What a local cluster's worker has in its environment, and what
+    cluster.run_environment makes of it for a run on one thread."""
+    import os as worker_os
+    from gpunn import cluster
+    with cluster.connect(jobs=1) as client:
+        return next(iter(client.run(lambda: (
+            dict(worker_os.environ),
+            cluster.run_environment(worker_os.environ, 1))).values()))
+
+
+def test_runs_do_not_inherit_dasks_malloc_trim_threshold():
+    """Dask's nanny sets MALLOC_TRIM_THRESHOLD_=65536 on its workers; with
+    it a run's every step faulted its temporaries in again (twice the
+    epoch time).  A run's environment drops it, and sets the threads."""
+    from gpunn import cluster
+    worker, run = worker_environments()
+    if worker.get("MALLOC_TRIM_THRESHOLD_") != "65536":
+        pytest.skip("this Dask sets no MALLOC_TRIM_THRESHOLD_ on its workers")
+    assert "MALLOC_TRIM_THRESHOLD_" not in run
+    assert run["OPENBLAS_NUM_THREADS"] == worker.get("OPENBLAS_NUM_THREADS", "1")
+    # A value the user chose is theirs; --threads wins over GPUNN_THREADS.
+    env = cluster.run_environment({"MALLOC_TRIM_THRESHOLD_": "1000000",
+                                   "GPUNN_THREADS": "4"}, 2, threads=2)
+    assert env["MALLOC_TRIM_THRESHOLD_"] == "1000000"
+    assert env["GPUNN_THREADS"] == "2" and env["OMP_NUM_THREADS"] == "2"
