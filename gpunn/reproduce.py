@@ -378,18 +378,16 @@ def in_progress(folder):
         base = os.path.join(folder, row.key)
         if row.chapter != "chapter6" or not os.path.isdir(base):
             continue
-        for name in sorted(os.listdir(base)):
-            run = Run(row, int(name[len("run-"):]), os.path.join(base, name)) \
-                if name.startswith("run-") and name[4:].isdigit() else None
-            if run is None or not os.path.exists(
-                    os.path.join(run.folder, "network.npz")):
-                continue
-            records = run.records()
-            found.append({"key": row.key, "run": run.index,
-                          "epochs_done": len(records), "epochs": row.epochs,
-                          "seconds": round(sum(r["seconds"] for r in records), 1)})
-    order = [row.key for row in ROWS]
-    return sorted(found, key=lambda r: (order.index(r["key"]), r["run"]))
+        indices = sorted(int(name[len("run-"):]) for name in os.listdir(base)
+                         if name.startswith("run-") and name[4:].isdigit())
+        for index in indices:
+            run = Run(row, index, os.path.join(base, "run-{}".format(index)))
+            if os.path.exists(os.path.join(run.folder, "network.npz")):
+                records = run.records()
+                found.append({"key": row.key, "run": index,
+                              "epochs_done": len(records), "epochs": row.epochs,
+                              "seconds": round(sum(r["seconds"] for r in records), 1)})
+    return found
 
 
 def markdown_in_progress(runs):

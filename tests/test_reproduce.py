@@ -157,14 +157,18 @@ def test_every_number_of_the_issue_is_a_row():
         "vote": 99.67}
     for row in reproduce.ROWS:  # chapter 6's settings are the experiments'
         if row.chapter == "chapter6" and row.metric != "vote":
-            from gpunn import experiments
-            name = row.train[0]
-            n = int(row.train[2]) if "--n" in row.train else 100
-            e = experiments.experiment(name, n=n)
+            e = row_experiment(row)
             assert (e.epochs, e.book_accuracy) == (row.epochs, row.book)
 
 
 RESULTS = os.path.join(REPO, "docs", "results")
+
+
+def row_experiment(row):
+    """The experiment (gpunn.experiments) that a chapter-6 row trains."""
+    from gpunn import experiments
+    return experiments.experiment(
+        row.train[0], n=int(row.train[2]) if "--n" in row.train else 100)
 
 
 @pytest.mark.skipif(not os.path.isdir(os.path.join(RESULTS, "logs")),
@@ -208,7 +212,7 @@ def test_committed_runs_in_progress_resume_with_the_books_settings():
     its checkpoint holds the epochs its log has, and docs/RESULTS.md
     lists it."""
     import gpunn as g
-    from gpunn import experiments, saving
+    from gpunn import saving
     folders = committed_run_folders()
     if not folders:
         pytest.skip("no runs in progress are committed")
@@ -221,10 +225,9 @@ def test_committed_runs_in_progress_resume_with_the_books_settings():
         assert names == {"run.json", "network.npz", "log.jsonl"}, folder
         path = os.path.join(REPO, folder)
         settings = load(os.path.join(path, "run.json"))
-        n = int(row.train[2]) if "--n" in row.train else 100
-        e = experiments.experiment(row.train[0], n=n)
+        e = row_experiment(row)
         assert settings["experiment"] == row.train[0]
-        assert settings.get("n", 100) == n
+        assert settings.get("n", 100) == e.options.get("n", 100)
         assert (settings["seed"], settings["epochs"], settings["eta"],
                 settings["lmbda"], settings["dtype"]) == (
                     index + 1, row.epochs, e.eta, e.lmbda, "float32")
