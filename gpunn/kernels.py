@@ -44,15 +44,31 @@ rather than single numbers C*H*W apart.  The result for the reader is
 the same; on a CPU it is several times faster.
 """
 
+import importlib.util
+import sys
+
 import numpy
 
 from gpunn import kernels_cuda
 from gpunn.backend import get_array_module
 
-try:  # compiled CPU versions of some kernels, where numba is installed
-    from gpunn import kernels_cpu
-except ImportError:
-    kernels_cpu = None
+
+def _imported_at_first_use(name):
+    """The module ``name``, imported when first used (numba takes about
+    0.3 s to import, which ``gpunn --help`` need not wait for)."""
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.find_spec(name)
+    spec.loader = importlib.util.LazyLoader(spec.loader)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+# The compiled CPU versions of some kernels, where numba is installed.
+kernels_cpu = _imported_at_first_use("gpunn.kernels_cpu") \
+    if importlib.util.find_spec("numba") else None
 
 #: Use kernels_cpu for NumPy arrays when it is there, and kernels_cuda
 #: for CuPy arrays (the tests also run with these off, to hold the fast

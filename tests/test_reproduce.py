@@ -66,7 +66,10 @@ def test_chapter1_runs_side_by_side_and_match_a_network_trained_here(tmp_path):
     assert table[0]["wall_seconds"] == round(sum(walls) / 2, 1)
     row, = [line for line in (tmp_path / "table.md").read_text().split("\n")
             if line.startswith("| ch1-30 ")]
-    assert "| {:.1f} s |".format(table[0]["wall_seconds"]) in row, row
+    # (as the table words it: "8.4 s" below 10 s, "11 s" above, when the
+    # machine is busy)
+    assert "| {} |".format(reproduce.duration(table[0]["wall_seconds"])) \
+        in row, row
 
     # Run again: finished runs are kept, not trained again.
     before = (tmp_path / "logs" / "ch1-30-run0.jsonl").read_text()
