@@ -6,7 +6,7 @@
     --threads N    gpunn's and PyTorch's CPU threads (default: every core).
 
 Each result file (``--benchmark-json``) carries the machine's description
-(``benchmarks/machine.py``) under ``machine_info["gpunn"]``.
+(``gpunn/bench/machine.py``) under ``machine_info["gpunn"]``.
 """
 
 import os
@@ -14,8 +14,7 @@ import os
 import pytest
 
 from gpunn import backend
-
-from benchmarks.machine import machine, torch_or_none
+from gpunn.bench.machine import machine, torch_or_none
 
 
 def pytest_addoption(parser):
@@ -41,6 +40,6 @@ def threads(request):
 
 
 def pytest_benchmark_update_machine_info(config, machine_info):
-    machine_info["gpunn"] = machine(config)
+    machine_info["gpunn"] = machine(config.getoption("--threads"))
     if os.environ.get("GPUNN_BENCH_NAME"):  # gpunn bench's name of it
         machine_info["gpunn"]["name"] = os.environ["GPUNN_BENCH_NAME"]

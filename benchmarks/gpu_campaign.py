@@ -45,7 +45,7 @@ import tempfile
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if REPO not in sys.path:  # run as a script: gpunn and benchmarks
+if REPO not in sys.path:  # run as a script: the checkout's gpunn
     sys.path.insert(0, REPO)
 #: What one stage may take: the device runs a command 10 minutes at most.
 STAGE_SECONDS = 540

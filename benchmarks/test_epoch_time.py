@@ -15,7 +15,7 @@ Run (about 5 minutes on 2 cores, CPU only; one JSON file per machine)::
 
     python -m pytest benchmarks --benchmark-enable \\
         --benchmark-json=benchmarks/results/NAME.json
-    python -m benchmarks.report benchmarks/results/*.json
+    python -m gpunn.bench.report benchmarks/results/*.json
 
 Without ``--benchmark-enable`` (the default test run disables timing)
 every case runs one untimed step, so the suite cannot rot.
@@ -35,7 +35,7 @@ GPU, the device memory the library's caching allocator reserved at its
 highest during the case (the whole training set on the device included),
 after giving back the cached blocks of earlier cases; the kind says whose
 ("cupy pool reserved" or "torch reserved"), None on the CPU.  See
-``benchmarks/machine.py`` for how each is measured.  A case's
+``gpunn/bench/machine.py`` for how each is measured.  A case's
 ``fraction_of_matmul_peak`` is None where the machine's matmul rate on
 that device could not be measured.
 """
@@ -50,11 +50,10 @@ import pytest
 
 import gpunn
 from gpunn import backend, cuda_graph
+from gpunn.bench.flops import EPOCH_IMAGES, flops_per_epoch
+from gpunn.bench.machine import (cupy_or_none, fraction_of_peak, machine,
+                                 peak_memory_mib, reset_peak_memory)
 from gpunn.experiments import EXPERIMENTS
-
-from benchmarks.machine import (cupy_or_none, fraction_of_peak, machine,
-                                peak_memory_mib, reset_peak_memory)
-from benchmarks.flops import EPOCH_IMAGES, flops_per_epoch
 
 MINI_BATCH_SIZES = (10, 64, 256)
 BACKENDS = ("gpunn-numpy", "gpunn-cupy", "gpunn-cupy-graph", "torch-cpu",
@@ -147,6 +146,7 @@ def test_epoch_time(benchmark, request, mnist, model, mini_batch_size, name):
 
 @pytest.mark.parametrize("name", ["gpunn-numpy", "torch-cpu"])
 @pytest.mark.parametrize("mini_batch_size", MINI_BATCH_SIZES)
+@pytest.mark.system
 def test_epoch_time_next_to_a_busy_process(benchmark, request, mnist,
                                            mini_batch_size, name):
     busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
@@ -212,8 +212,8 @@ def measure(benchmark, request, mnist, model, mini_batch_size, name,
             "peak_memory_mib": peak_mib, "peak_memory_kind": peak_kind}
     if not benchmark.disabled:
         seconds = benchmark.stats.stats.median / steps * epoch_steps
-        rate = machine(request.config)["matmul_gflops"][
-            "cpu" if info["device"] == "cpu" else "gpu"]
+        rates = machine(request.config.getoption("--threads"))["matmul_gflops"]
+        rate = rates["cpu" if info["device"] == "cpu" else "gpu"]
         achieved = flops / seconds / 1e9
         info.update(epoch_seconds=seconds, achieved_gflops=achieved,
                     fraction_of_matmul_peak=fraction_of_peak(achieved, rate))

@@ -20,6 +20,7 @@ def gpunn(*args, cwd):
                           timeout=600)
 
 
+@pytest.mark.system
 def test_bench_on_two_machines_and_compare_them(tmp_path):
     pytest.importorskip("pytest_benchmark")
     files = []

@@ -1,7 +1,7 @@
 """The benchmark's FLOP counts against a count by hand."""
 
 import gpunn
-from benchmarks.flops import flops_per_epoch, training_flops_per_example
+from gpunn.bench.flops import flops_per_epoch, training_flops_per_example
 from gpunn.experiments import EXPERIMENTS
 
 

@@ -1,4 +1,4 @@
-"""The benchmark report, ``python -m benchmarks.report``, run as a real
+"""The benchmark report, ``python -m gpunn.bench.report``, run as a real
 subprocess on the hand-made sample files in tests/data/ (a 2-core CPU
 machine, in the format of before the driver fields were split, and a GPU
 machine with one cell missing), and on the real results in
@@ -18,7 +18,7 @@ import sys
 import numpy
 import pytest
 
-from benchmarks import report
+from gpunn.bench import report
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CPU_SAMPLE = os.path.join(REPO, "tests", "data", "bench_cpu_sample.json")
@@ -30,7 +30,7 @@ DASH = "–"
 def run_report(*args):
     """Runs the CLI from the repository root; returns the CompletedProcess."""
     env = dict(os.environ, PYTHONIOENCODING="utf-8")
-    return subprocess.run([sys.executable, "-m", "benchmarks.report", *args],
+    return subprocess.run([sys.executable, "-m", "gpunn.bench.report", *args],
                           cwd=REPO, env=env, capture_output=True,
                           encoding="utf-8", timeout=120)
 
@@ -150,7 +150,7 @@ def test_the_result_files_in_the_repository_still_read():
 
 def test_fraction_of_peak_none_is_a_dash(tmp_path, samples):
     # A GPU machine whose matmul rate could not be measured records
-    # fraction_of_matmul_peak as None (benchmarks/machine.py).
+    # fraction_of_matmul_peak as None (gpunn/bench/machine.py).
     doc = json.loads(json.dumps(samples[1]))
     doc["machine_info"]["gpunn"]["matmul_gflops"]["gpu"] = None
     for bench in doc["benchmarks"]:
@@ -261,7 +261,7 @@ def test_png_without_matplotlib_is_a_clear_error(tmp_path):
     # Hide matplotlib from the real module run, as on a machine without it.
     code = ("import runpy, sys; sys.modules['matplotlib'] = None; "
             "sys.argv = ['report', sys.argv[1], '--png', sys.argv[2]]; "
-            "runpy.run_module('benchmarks.report', run_name='__main__')")
+            "runpy.run_module('gpunn.bench.report', run_name='__main__')")
     out = tmp_path / "chart.png"
     result = subprocess.run([sys.executable, "-c", code, CPU_SAMPLE, str(out)],
                             cwd=REPO, capture_output=True, encoding="utf-8",

@@ -1,4 +1,4 @@
-"""The GPU-specific pieces of benchmarks/machine.py that can run on any
+"""The GPU-specific pieces of gpunn/bench/machine.py that can run on any
 machine: CUDA's version numbers, the NVIDIA driver query, the fallbacks
 where no GPU library runs, and the fraction of peak without a peak.
 Where CuPy or PyTorch on CUDA can run, the real measurements run too."""
@@ -9,7 +9,7 @@ import stat
 import numpy
 import pytest
 
-from benchmarks import machine
+from gpunn.bench import machine
 
 
 @pytest.mark.parametrize("version, text", [

@@ -1,4 +1,4 @@
-"""bench.py
+"""gpunn.bench
 ~~~~~~~~~~~
 
 ``gpunn bench`` and ``gpunn bench compare``: comparing hardware.
@@ -9,16 +9,22 @@ chosen models, mini-batch sizes and backends, a progress line per case,
 and writes one JSON file (pytest-benchmark's, with the machine's
 description and name).  ``gpunn bench compare`` reads such files, one per
 machine, and prints seconds per epoch side by side with the ratio of
-each machine to the first (``benchmarks/report.py``).
+each machine to the first (``gpunn/bench/report.py``).
 
 ``gpunn bench --scheduler ADDRESS`` runs it on a Dask worker instead
 (``run_on_worker``), and with ``--each-worker`` on one worker of every
 machine of the cluster: a result file per machine, ready for ``gpunn
 bench compare``.
 
-The suite is not part of the installed package: both commands need the
-checkout's ``benchmarks/`` folder and the ``bench`` extras (pytest,
+The suite is not part of the installed package: ``gpunn bench`` needs
+the checkout's ``benchmarks/`` folder and the ``bench`` extras (pytest,
 pytest-benchmark, threadpoolctl): on every worker, for ``--scheduler``.
+What it records and compares is the package's, and so ``gpunn bench
+compare`` runs anywhere gpunn is installed:
+
+    machine.py   the machine's description, its float32 matmul rate
+    flops.py     the FLOPs of a training epoch, counted from the shapes
+    report.py    the comparison and report tables of result files
 """
 
 import os
@@ -30,7 +36,8 @@ import time
 from gpunn.errors import ConfigError
 from gpunn.experiments import EXPERIMENTS
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__))))  # a checkout's root, if this is one
 SUITE = os.path.join(REPO, "benchmarks", "test_epoch_time.py")
 BACKENDS = ("gpunn-numpy", "gpunn-cupy", "gpunn-cupy-graph", "torch-cpu",
             "torch-cuda")
@@ -46,8 +53,6 @@ def suite():
             "(benchmarks/test_epoch_time.py), which the installed package "
             "does not carry: run it from a clone of the repository, after "
             "pip install -e '.[bench,test]'")
-    if REPO not in sys.path:  # the suite's modules (benchmarks.*)
-        sys.path.insert(0, REPO)
     return SUITE
 
 
@@ -69,14 +74,13 @@ def cases(models, sizes, backends):
 def machine_name():
     """The CPU's model and cores, and the GPU's name where CuPy sees one:
     e.g. "AMD EPYC 7B13, 2 cores" or "NVIDIA H100 80GB HBM3"."""
-    suite()
-    from benchmarks.machine import _cpu_model
     from gpunn import backend
+    from gpunn.bench.machine import cpu_model
     cupy, _ = backend._usable_cupy()
     if cupy is not None:
         name = cupy.cuda.runtime.getDeviceProperties(0)["name"]
         return name.decode() if isinstance(name, bytes) else name
-    return "{}, {} cores".format(_cpu_model(), os.cpu_count())
+    return "{}, {} cores".format(cpu_model(), os.cpu_count())
 
 
 def estimate_seconds(node_ids, steps, matmul_rate=None):
@@ -85,9 +89,9 @@ def estimate_seconds(node_ids, steps, matmul_rate=None):
     matmul rate) for CPU cases, or 1 ms a step (GPU cases), plus 3 s of
     start-up each."""
     import numpy
-    from benchmarks.flops import flops_per_epoch
-    from benchmarks.machine import matmul_gflops
     from gpunn import backend
+    from gpunn.bench.flops import flops_per_epoch
+    from gpunn.bench.machine import matmul_gflops
     rate = (matmul_rate or matmul_gflops(numpy, 512) * 1e9) / 4
     total = 0.0
     backend.use("numpy", "float32", quiet=True)
@@ -189,8 +193,9 @@ def compare(paths, markdown_path=None, png_path=None, say=print):
     """Print the comparison of the result files ``paths`` (the first is
     the reference); also write it to ``markdown_path`` and a chart to
     ``png_path`` if given."""
-    suite()
-    from benchmarks import report
+    # Not at the top: ``python -m gpunn.bench.report`` imports this
+    # package first, and would then find report imported already.
+    from gpunn.bench import report
     try:
         runs = report.load_results(paths)
         text = report.comparison(runs)

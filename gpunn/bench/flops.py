@@ -1,5 +1,5 @@
-"""flops.py
-~~~~~~~~~~~
+"""gpunn.bench.flops
+~~~~~~~~~~~~~~~~~
 
 The arithmetic of training a network3 model, counted from its shapes.
 

@@ -1,11 +1,11 @@
-"""report.py
-~~~~~~~~~
+"""gpunn.bench.report
+~~~~~~~~~~~~~~~~~~
 
 Turns the benchmark suite's pytest-benchmark JSON files (one per machine)
 into a markdown report, and optionally a PNG chart::
 
-    python -m benchmarks.report RESULT.json [RESULT2.json ...]
-                                [--markdown OUT.md] [--png OUT.png]
+    python -m gpunn.bench.report RESULT.json [RESULT2.json ...]
+                                 [--markdown OUT.md] [--png OUT.png]
 
 The report has a "Machines" table (one row per file) and an epoch-time
 table: one row per (model, mini-batch size) and, for each machine and
@@ -25,9 +25,8 @@ import math
 import os
 import sys
 
+from gpunn.bench.machine import cuda_api_version_string
 from gpunn.experiments import EXPERIMENTS
-
-from benchmarks.machine import cuda_api_version_string
 
 DASH = "–"  # an empty cell: that backend was not measured on that machine
 REQUIRED_KEYS = ("model", "mini_batch_size", "framework", "device",
@@ -417,7 +416,7 @@ def plot(runs, path):
 def main(argv=None):
     """The command line; returns the exit status (2 for a bad file)."""
     parser = argparse.ArgumentParser(
-        prog="python -m benchmarks.report",
+        prog="python -m gpunn.bench.report",
         description="Markdown report (and optional PNG chart) of the gpunn "
                     "benchmark suite's pytest-benchmark JSON results, one "
                     "file per machine.")

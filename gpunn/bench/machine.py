@@ -1,5 +1,5 @@
-"""machine.py
-~~~~~~~~~~~~~
+"""gpunn.bench.machine
+~~~~~~~~~~~~~~~~~~~
 
 What a benchmark result depends on, recorded with it: CPU model and
 cores, GPU name and memory, Python, NumPy, CuPy, PyTorch and driver
@@ -14,8 +14,9 @@ supports ("12.8", from ``cudaDriverGetVersion``'s 12080).  Result files
 from before this split hold the latter, as a bare number, under
 ``cuda_driver``.
 
-Also here: the GPU memory probes of the epoch-time suite,
-``reset_peak_memory`` and ``peak_memory_mib``.
+Also here: the GPU memory probes of the epoch-time suite
+(``benchmarks/test_epoch_time.py``), ``reset_peak_memory`` and
+``peak_memory_mib``.
 """
 
 import gc
@@ -216,7 +217,8 @@ def peak_memory_mib(baseline, cupy=None, torch=None):
     return (peak - baseline) / 2**20, PEAK_MEMORY_KIND[kind]
 
 
-def _cpu_model():
+def cpu_model():
+    """The CPU's model name, e.g. "AMD EPYC 7B13"."""
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
@@ -238,15 +240,16 @@ def _blas():
 _MACHINE = {}
 
 
-def machine(config):
-    """The machine's description, measured once per session."""
+def machine(threads):
+    """The machine's description, measured once per session; ``threads``
+    is the suite's ``--threads``, the CPU threads the benchmarks run on."""
     if not _MACHINE:
         torch, cupy = torch_or_none(), cupy_or_none()
         gpu_rate, gpu_library = gpu_matmul_rate(cupy, torch)
         info = {
-            "cpu_model": _cpu_model(),
+            "cpu_model": cpu_model(),
             "cpu_count": os.cpu_count(),
-            "threads": config.getoption("--threads"),
+            "threads": threads,
             "python": platform.python_version(),
             "numpy": numpy.__version__,
             "blas": _blas(),
@@ -254,8 +257,8 @@ def machine(config):
             "torch": getattr(torch, "__version__", None),
             "nvidia_driver": nvidia_driver_version(),
             **gpu_description(cupy, torch),
-            "matmul_gflops": {"cpu": cpu_matmul_rate(
-                config.getoption("--threads")), "gpu": gpu_rate},
+            "matmul_gflops": {"cpu": cpu_matmul_rate(threads),
+                              "gpu": gpu_rate},
             "matmul_gpu_library": gpu_library,
         }
         _MACHINE.update(info)
