@@ -10,7 +10,7 @@ also carries ``prime(z, a)``: the derivative sigma'(z), given the output
 computing sigma again (for the sigmoid, sigma'(z) = a(1 - a)).
 """
 
-from gpunn.backend import get_array_module
+from gpunn.compute.backend import get_array_module
 
 
 class Activation:

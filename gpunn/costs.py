@@ -18,7 +18,7 @@ import contextlib
 import numpy
 
 from gpunn.activations import sigmoid_prime
-from gpunn.backend import get_array_module
+from gpunn.compute.backend import get_array_module
 
 
 class QuadraticCost:

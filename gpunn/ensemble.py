@@ -8,9 +8,9 @@ time with ``collections.Counter``; here one vote for all images is a few
 array operations, on NumPy or CuPy.
 """
 
-from gpunn import backend
+from gpunn.compute import backend
 from gpunn.errors import ConfigError
-from gpunn.backend import get_array_module
+from gpunn.compute.backend import get_array_module
 
 
 def plurality_vote(predictions):

@@ -13,7 +13,7 @@ user's cache folder (``$XDG_CACHE_HOME/gpunn`` or ``~/.cache/gpunn``, as
 ``mnist_expanded-<hash of the source>.npz``: an installed package's
 folder is often read-only).  ``$GPUNN_CACHE``, when set, is the only
 place (the test suite sets it, so that it never writes into the
-repository).  ``mnist_loader.load_data("../data/mnist_expanded.pkl.gz")``
+repository).  ``network3.load_data_shared("../data/mnist_expanded.pkl.gz")``
 (what the book's conv.py asks for) comes here when that file is absent.
 
     python -m gpunn.expand_mnist [path/to/mnist.pkl.gz]

@@ -35,9 +35,9 @@ Each layer has:
 import math
 import numbers
 
-from gpunn import backend, kernels
+from gpunn.compute import backend, kernels
 from gpunn.activations import sigmoid, softmax, Activation
-from gpunn.backend import get_array_module
+from gpunn.compute.backend import get_array_module
 from gpunn.costs import LogLikelihoodCost
 from gpunn.errors import ConfigError
 

@@ -35,14 +35,12 @@ import pickle
 
 import numpy
 
-from gpunn import backend
+from gpunn.compute import backend
 from gpunn.errors import DataError
 
 #: SHA-256 of the book's mnist.pkl.gz (see data/SHA256SUMS).
 MNIST_SHA256 = "f11bb9e41d6c1b6c124aa38fd605497bdcfe2ee08cf7c2bb5a41ab5d759e1416"
 FILE_NAME = "mnist.pkl.gz"
-#: The name the book's conv.py asks for; made on the fly by expand_mnist.
-EXPANDED_NAME = "mnist_expanded.pkl.gz"
 #: gpunn/data: where an installed wheel keeps the file (setup.cfg).
 PACKAGE_DATA_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)),
                                 "data")
@@ -311,26 +309,11 @@ def load_data(path=None):
     ``(x, y)``: x of shape (n, 784) in the active backend and float dtype,
     y of shape (n,), int32 labels 0..9.  n = 50,000, 10,000, 10,000.
 
-    ``path=None`` loads the bundled file after checking its SHA-256.  A
-    path named mnist_expanded.pkl.gz that does not exist (the book's
-    conv.py asks for one) gives the 250,000 expanded training images of
-    ``gpunn.expand_mnist`` with the bundled validation and test data."""
-    if (path is not None and os.path.basename(path) == EXPANDED_NAME
-            and not os.path.exists(path)):
-        from gpunn import expand_mnist  # it imports this module
-        _, validation, test = load_host()
-        data = (expand_mnist.expanded_training_data(), validation, test)
-    else:
-        data = load_host(path)
+    ``path=None`` loads the bundled file after checking its SHA-256.
+    (network3's ``load_data_shared`` also knows the name of the book's
+    expanded set, mnist_expanded.pkl.gz, and makes it on the fly.)"""
     return tuple((backend.asarray(x), backend.asarray(y, dtype="int32"))
-                 for x, y in data)
-
-
-def load_data_shared(filename=None):
-    """network3's name for ``load_data``; returns a list of the three pairs.
-    (Theano kept them in "shared" GPU variables; here the arrays already
-    live on the active backend.)"""
-    return list(load_data(filename))
+                 for x, y in load_host(path))
 
 
 def load_data_wrapper(path=None):

@@ -21,9 +21,9 @@ import json
 
 import numpy
 
-from gpunn import backend
+from gpunn.compute import backend
 from gpunn.activations import sigmoid
-from gpunn.backend import get_array_module, to_numpy
+from gpunn.compute.backend import get_array_module, to_numpy
 from gpunn.costs import COSTS, CrossEntropyCost, QuadraticCost  # noqa: F401
 from gpunn.errors import ConfigError, DivergenceError, number, positive_int
 from gpunn.layers import FullyConnectedLayer

@@ -24,16 +24,17 @@ one is left out); each epoch ends with the validation accuracy, and the
 test accuracy whenever the validation accuracy is the best so far.
 """
 
+import os
 import time
 
 import numpy
 
-from gpunn import backend, cuda_graph, kernels, shards
+from gpunn import expand_mnist, mnist_loader
 from gpunn.activations import ReLU, linear, sigmoid, tanh  # noqa: F401 (the book's names)
-from gpunn.backend import get_array_module
+from gpunn.compute import backend, cuda_graph, kernels, shards
+from gpunn.compute.backend import get_array_module
 from gpunn.errors import ConfigError, DivergenceError, number, positive_int
 from gpunn.layers import ConvPoolLayer, FullyConnectedLayer, SoftmaxLayer
-from gpunn.mnist_loader import load_data_shared  # noqa: F401 (the book's name)
 
 
 class Network:
@@ -423,6 +424,28 @@ class Network:
 
     def _labels(self, y):
         return backend.asarray(y, dtype="int32", like=self.layers[0].w)
+
+
+#: The file the book's conv.py asks for: gpunn makes it on the fly.
+EXPANDED_NAME = "mnist_expanded.pkl.gz"
+
+
+def load_data_shared(filename=None):
+    """Return the list ``[training_data, validation_data, test_data]``,
+    each a pair ``(x, y)`` as ``mnist_loader.load_data`` gives it.
+
+    (Theano kept them in "shared" GPU variables; here the arrays already
+    live on the active backend.)  A ``filename`` named
+    mnist_expanded.pkl.gz that does not exist, as the book's conv.py asks
+    for, gives the 250,000 expanded training images of
+    ``gpunn.expand_mnist`` with the bundled validation and test data."""
+    if (filename is not None and os.path.basename(filename) == EXPANDED_NAME
+            and not os.path.exists(filename)):
+        _, validation, test = mnist_loader.load_data()
+        x, y = expand_mnist.expanded_training_data()
+        return [(backend.asarray(x), backend.asarray(y, dtype="int32")),
+                validation, test]
+    return list(mnist_loader.load_data(filename))
 
 
 def epoch_seed(seed, epoch):

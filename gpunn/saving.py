@@ -26,7 +26,7 @@ import tempfile
 
 import numpy
 
-from gpunn import backend
+from gpunn.compute import backend
 from gpunn.activations import ACTIVATIONS
 from gpunn.errors import ConfigError, ModelFileError
 from gpunn.network3 import (ConvPoolLayer, FullyConnectedLayer, Network,

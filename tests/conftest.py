@@ -12,7 +12,7 @@ import types
 
 import pytest
 
-from gpunn import backend
+from gpunn.compute import backend
 from tests import cupy_double
 from tests.helpers import skip_without_cupy
 

@@ -14,8 +14,9 @@ import numpy
 import pytest
 
 import gpunn
-from gpunn import backend, network2
-from gpunn.backend import to_numpy
+from gpunn import network2
+from gpunn.compute import backend
+from gpunn.compute.backend import to_numpy
 from tests.helpers import skip_without_cupy
 from gpunn.network3 import (ConvPoolLayer, FullyConnectedLayer, Network,
                             ReLU, SoftmaxLayer, sigmoid)
@@ -35,6 +36,7 @@ def run_python(code, **env):
                           capture_output=True, text=True, timeout=120)
 
 
+@pytest.mark.system
 def test_auto_without_cupy_falls_back_to_numpy_with_a_notice():
     p = run_python(NO_CUPY + "import gpunn\nprint(gpunn.backend.name(), "
                    "gpunn.backend.floatX)", GPUNN_BACKEND="auto")
@@ -45,6 +47,7 @@ def test_auto_without_cupy_falls_back_to_numpy_with_a_notice():
     assert "using NumPy" in notice[0] and "CuPy is not installed" in notice[0]
 
 
+@pytest.mark.system
 def test_cupy_without_cupy_is_a_clear_error():
     p = run_python(NO_CUPY + "import gpunn\n"
                    "try:\n    gpunn.use('cupy')\n"
@@ -55,6 +58,7 @@ def test_cupy_without_cupy_is_a_clear_error():
     assert "not installed" in p.stdout and "pip install" in p.stdout
 
 
+@pytest.mark.system
 def test_cupy_from_the_environment_without_cupy_fails_at_first_use():
     p = run_python(NO_CUPY + "import gpunn\nprint('imported')\n"
                    "from gpunn.network3 import FullyConnectedLayer\n"
@@ -64,6 +68,7 @@ def test_cupy_from_the_environment_without_cupy_fails_at_first_use():
     assert "BackendError" in p.stderr and "not installed" in p.stderr
 
 
+@pytest.mark.system
 def test_use_before_first_use_prints_no_notice():
     """Choosing NumPy explicitly never probes for CUDA nor prints the
     notice that "auto" prints."""
@@ -73,6 +78,7 @@ def test_use_before_first_use_prints_no_notice():
     assert p.stderr == ""
 
 
+@pytest.mark.system
 def test_environment_chooses_backend_and_dtype():
     p = run_python("import gpunn\nprint(gpunn.backend.name(), "
                    "gpunn.backend.floatX)", GPUNN_BACKEND="numpy",
@@ -86,6 +92,7 @@ def test_environment_chooses_backend_and_dtype():
     ({"GPUNN_BACKEND": "torch"}, "unknown backend 'torch'"),
     ({"GPUNN_DTYPE": "float16"}, "unsupported dtype 'float16'"),
 ])
+@pytest.mark.system
 def test_bad_environment_values_are_rejected(env, words):
     p = run_python("import gpunn\ngpunn.backend.name()", **env)
     assert p.returncode != 0

@@ -1,5 +1,5 @@
 """The benchmark suite's CuPy path (benchmarks/test_epoch_time.py and
-benchmarks/machine.py), run where no GPU is: on the CuPy test double, so
+gpunn/bench/machine.py), run where no GPU is: on the CuPy test double, so
 that the first GPU run measures instead of debugging."""
 
 import os
@@ -9,13 +9,14 @@ import sys
 import numpy
 import pytest
 
-from benchmarks import machine
+from gpunn.bench import machine
 from tests.helpers import skip_without_cupy
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.mark.gpu
+@pytest.mark.system
 def test_every_model_has_a_gpunn_cupy_case_that_runs(cupy_kind):
     """Each chapter-6 model at mini-batch 10, one untimed step (eager, and
     on the graph: the first step and the capture), in a

@@ -1,4 +1,4 @@
-"""The captured training step (gpunn/cuda_graph.py), on the CuPy test
+"""The captured training step (gpunn/compute/cuda_graph.py), on the CuPy test
 double, which records a stream capture and replays it as CUDA would
 (tests/cupy_double.py): a step is one launch, and training on the graph
 equals training eagerly, step for step, for every chapter-6 model."""
@@ -7,7 +7,7 @@ import numpy
 import pytest
 
 import gpunn
-from gpunn import backend, cuda_graph, kernels
+from gpunn.compute import backend, cuda_graph, kernels
 from gpunn.experiments import EXPERIMENTS
 from tests import cupy_double
 

@@ -7,7 +7,7 @@ import numpy
 import pytest
 
 import gpunn
-from gpunn import backend, kernels
+from gpunn.compute import backend, kernels
 from tests import cupy_double
 
 

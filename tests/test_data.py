@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import gpunn
-from gpunn import backend, expand_mnist, mnist_loader
+from gpunn import backend, expand_mnist, mnist_loader, network3
 from gpunn.mnist_loader import DataError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -84,7 +84,7 @@ def test_load_data_shapes_dtypes_and_values(mnist):
 def test_load_data_shared_follows_float_dtype(mnist):
     gpunn.use("numpy", dtype="float64")
     try:
-        data = mnist_loader.load_data_shared()
+        data = network3.load_data_shared()
     finally:
         gpunn.use("numpy")
     assert isinstance(data, list) and len(data) == 3
@@ -124,6 +124,7 @@ def test_one_changed_byte_fails_the_hash_check(tmp_path, monkeypatch):
     assert "git checkout data/mnist.pkl.gz" in message
 
 
+@pytest.mark.system
 def test_missing_file_lists_every_place_looked(tmp_path):
     # A copy of the package whose repo root has no data/, run from a
     # directory without data/ either, with GPUNN_DATA naming nothing.
@@ -166,6 +167,7 @@ def touch_payloads(target):
             "builtins.open": Payload(open, str(target), "w")}
 
 
+@pytest.mark.system
 def test_payloads_are_live_under_plain_pickle(tmp_path):
     # Control: the same files, read by plain pickle.load in a subprocess,
     # do create the target; so the refusals below are not vacuous.
@@ -195,6 +197,7 @@ def test_code_in_a_pickle_is_refused(tmp_path, name, protocol):
         assert not target.exists()
 
 
+@pytest.mark.system
 def test_code_in_a_pickle_is_refused_in_a_subprocess(tmp_path):
     target = tmp_path / "pwned"
     path = write_pickle(tmp_path / "evil.pkl.gz",
@@ -455,6 +458,7 @@ def test_expanded_training_data_of_other_pixels(tmp_path, mnist):
     assert os.listdir(tmp_path) == ["mnist.pkl.gz"]
 
 
+@pytest.mark.system
 def test_expand_mnist_command_line(tmp_path, mnist, monkeypatch):
     monkeypatch.delenv("GPUNN_CACHE")
     path = write_pickle(tmp_path / "mnist.pkl.gz", small_mnist(mnist))
@@ -481,7 +485,7 @@ def test_full_expansion_and_conv_py_file_name(tmp_path, monkeypatch, mnist):
     del x, want_x
     # The book's conv.py asks for a file that is not there: it gets the
     # cached expanded set, and the bundled validation and test data.
-    training, validation, test = mnist_loader.load_data_shared(
+    training, validation, test = network3.load_data_shared(
         "../data/mnist_expanded.pkl.gz")
     assert training[0].shape == (250000, 784) and training[1].dtype == np.int32
     assert np.array_equal(training[1], want_y)

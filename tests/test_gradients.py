@@ -15,8 +15,9 @@ is at least ``MARGIN`` away, instead of loosening the tolerance.
 import numpy as np
 import pytest
 
-from gpunn import backend, network2, network3
+from gpunn import network2, network3
 from gpunn.activations import ReLU, linear, sigmoid, tanh
+from gpunn.compute import backend
 from gpunn.costs import CrossEntropyCost, QuadraticCost
 from gpunn.layers import ConvPoolLayer, FullyConnectedLayer, SoftmaxLayer
 

@@ -1,4 +1,4 @@
-"""gpunn.kernels and the layers' inference passes against independent
+"""gpunn.compute.kernels and the layers' inference passes against independent
 references: plain Python loops of the book's formulas, on NumPy copies.
 
 Each test runs on every backend (the CuPy run is gpu-marked) in float64;
@@ -12,7 +12,7 @@ import math
 import numpy as np
 import pytest
 
-from gpunn import backend, kernels
+from gpunn.compute import backend, kernels
 from gpunn.activations import ReLU, linear, sigmoid, tanh
 from gpunn.layers import ConvPoolLayer, FullyConnectedLayer, SoftmaxLayer
 

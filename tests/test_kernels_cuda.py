@@ -1,4 +1,4 @@
-"""The CUDA kernels of gpunn/kernels_cuda.py, proven without a GPU:
+"""The CUDA kernels of gpunn/compute/kernels.cu, proven without a GPU:
 
 - NVRTC compiles their source for sm_80 and sm_90, in float and double
   (the ``nvidia-cuda-nvrtc-cu12`` wheel: no GPU or driver needed);
@@ -14,7 +14,7 @@ import numpy
 import pytest
 
 import gpunn
-from gpunn import backend, kernels, kernels_cuda
+from gpunn.compute import backend, kernels, kernels_cuda
 from gpunn.activations import ACTIVATIONS
 from gpunn.experiments import EXPERIMENTS
 from tests import cupy_double

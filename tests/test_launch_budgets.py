@@ -13,7 +13,7 @@ import numpy
 import pytest
 
 import gpunn
-from gpunn import kernels
+from gpunn.compute import kernels
 from gpunn.experiments import EXPERIMENTS
 from tests import cupy_double
 

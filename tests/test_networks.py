@@ -9,7 +9,7 @@ import pytest
 
 import gpunn
 from gpunn import network, network2, network3
-from gpunn.backend import to_numpy
+from gpunn.compute.backend import to_numpy
 from gpunn.costs import CrossEntropyCost, QuadraticCost
 from gpunn.network3 import (ConvPoolLayer, FullyConnectedLayer, Network,
                             ReLU, SoftmaxLayer, tanh)

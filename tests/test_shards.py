@@ -1,13 +1,13 @@
 """The NumPy training step with its conv layers in shards on gpunn's
-threads (gpunn/shards.py): against the same step in one pass over the
-mini-batch, across thread counts, with dropout above, and the thread
-settings themselves."""
+threads (gpunn/compute/shards.py): against the same step in one pass
+over the mini-batch, across thread counts, with dropout above, and the
+thread settings themselves."""
 
 import numpy as np
 import pytest
 
 import gpunn
-from gpunn import backend, shards
+from gpunn.compute import backend, shards
 from gpunn.network3 import (ConvPoolLayer, FullyConnectedLayer, Network,
                             ReLU, SoftmaxLayer)
 
