@@ -431,3 +431,42 @@ def test_compiled_pool_bias_activation_equals_the_generic_one(
         tolerance = 1e-5 if dtype == "float32" else 1e-12
         np.testing.assert_allclose(nabla_b, want, rtol=tolerance,
                                    atol=tolerance * np.abs(want).max())
+
+
+@pytest.mark.system
+def test_first_use_of_the_compiled_kernels_from_several_threads_at_once():
+    """kernels_cpu is imported at a kernel's first use; network3's
+    threads (gpunn plot's predict, the shards) may all get there at once.
+    In a fresh interpreter, four threads pool at the same moment: each
+    gets the compiled kernel's result (a lazily loaded module once gave
+    three of them "no attribute pool_bias_activation")."""
+    import subprocess
+    import sys
+    if not kernels.FAST_CPU_AVAILABLE:
+        pytest.skip("numba is not installed")
+    code = """if True:
+        import sys, threading
+        import numpy as np
+        from gpunn.compute import kernels
+        from gpunn.activations import ReLU
+        assert "gpunn.compute.kernels_cpu" not in sys.modules
+        x = np.random.default_rng(0).standard_normal((2, 3, 8, 8), dtype=np.float32)
+        b = np.zeros(3, np.float32)
+        start, results, errors = threading.Barrier(4), [], []
+        def pool():
+            start.wait()
+            try:
+                results.append(kernels.pool_bias_activation(x, b, (2, 2), ReLU))
+            except Exception as e:
+                errors.append(repr(e))
+        threads = [threading.Thread(target=pool) for _ in range(4)]
+        for t in threads: t.start()
+        for t in threads: t.join()
+        assert errors == [], errors
+        assert len(results) == 4
+        assert all(not isinstance(route, tuple) for _, _, route in results)
+        print("OK")
+    """
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.strip() == "OK", out.stderr[-2000:]

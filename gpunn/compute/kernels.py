@@ -45,7 +45,6 @@ the same; on a CPU it is several times faster.
 """
 
 import importlib.util
-import sys
 
 import numpy
 
@@ -53,27 +52,32 @@ from gpunn.compute import kernels_cuda
 from gpunn.compute.backend import get_array_module
 
 
-def _imported_at_first_use(name):
-    """The module ``name``, imported when first used (numba takes about
-    0.3 s to import, which ``gpunn --help`` need not wait for)."""
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.find_spec(name)
-    spec.loader = importlib.util.LazyLoader(spec.loader)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
+def _cpu():
+    """gpunn.compute.kernels_cpu, the compiled CPU versions of some
+    kernels, imported the first time a kernel needs it: numba takes about
+    0.3 s to import, which ``gpunn --help`` need not wait for.  (An
+    import statement, so Python's import lock makes a first use from
+    several threads at once safe.)"""
+    from gpunn.compute import kernels_cpu
+    return kernels_cpu
 
 
-# The compiled CPU versions of some kernels, where numba is installed.
-kernels_cpu = _imported_at_first_use("gpunn.compute.kernels_cpu") \
-    if importlib.util.find_spec("numba") else None
+def __getattr__(name):
+    """``kernels.kernels_cpu``: that module (imported now), or None where
+    numba is not installed."""
+    if name == "kernels_cpu":
+        return _cpu() if FAST_CPU_AVAILABLE else None
+    raise AttributeError("module {!r} has no attribute {!r}".format(
+        __name__, name))
+
+
+#: Whether kernels_cpu can be used: numba is installed.
+FAST_CPU_AVAILABLE = importlib.util.find_spec("numba") is not None
 
 #: Use kernels_cpu for NumPy arrays when it is there, and kernels_cuda
 #: for CuPy arrays (the tests also run with these off, to hold the fast
 #: kernels to the generic ones).
-FAST_CPU = kernels_cpu is not None
+FAST_CPU = FAST_CPU_AVAILABLE
 FAST_CUDA = True
 
 
@@ -199,7 +203,7 @@ def col2im_matmul(dout2, w, x_shape):
     F, C, KH, KW = w.shape
     N, _, H, W = x_shape
     OH, OW = H - KH + 1, W - KW + 1
-    fast = kernels_cpu if _fast(dout2) else kernels_cuda if _fast_cuda(dout2) \
+    fast = _cpu() if _fast(dout2) else kernels_cuda if _fast_cuda(dout2) \
         else None
     if fast is not None:  # compiled: col2im's strided adds cost little
         dcol = matmul(dout2, _filter_matrix(w)).reshape(N, OH, OW, KH, KW, C)
@@ -347,7 +351,7 @@ def pool_bias_activation(conv_out, b, poolsize, activation_fn):
             channels_last(conv_out), b, poolsize,
             kernels_cuda.ACTIVATION_CODES[activation_fn])
     if _fast(conv_out):
-        z, a, route = kernels_cpu.pool_bias_activation(
+        z, a, route = _cpu().pool_bias_activation(
             channels_last(conv_out), b, poolsize, activation_fn)
         return z.transpose(0, 3, 1, 2), a.transpose(0, 3, 1, 2), route
     pooled_out = max_pool(conv_out, poolsize)
@@ -373,7 +377,7 @@ def pool_bias_activation_backward(nabla_a, z, a, route, conv_shape, poolsize,
         return nabla_conv.transpose(0, 3, 1, 2)
     if not isinstance(route, tuple):  # kernels_cpu's route
         N, F, OH, OW = conv_shape
-        return kernels_cpu.pool_bias_activation_backward(
+        return _cpu().pool_bias_activation_backward(
             channels_last(nabla_a), channels_last(z), channels_last(a), route,
             (N, OH, OW, F), poolsize, activation_fn, nabla_b
         ).transpose(0, 3, 1, 2)
@@ -502,7 +506,7 @@ def dropout(inpt, p_dropout, key, draw):
     div 2**32, 0) under ``key`` (two 32-bit ints) are below
     ``dropout_threshold(p_dropout)``.  ``draw`` numbers the masks drawn
     with one key (backend.next_dropout_draw)."""
-    fast = kernels_cpu if _fast(inpt) else kernels_cuda if _fast_cuda(inpt) \
+    fast = _cpu() if _fast(inpt) else kernels_cuda if _fast_cuda(inpt) \
         else None
     if fast is not None:
         return fast.dropout(inpt, dropout_threshold(p_dropout), key, draw)
