@@ -106,6 +106,19 @@ def cupy_kind(request, monkeypatch, cupy_double_hook):
     return kind
 
 
+@pytest.hookimpl(trylast=True)
+def pytest_runtest_teardown(item):
+    """After the test's fixtures are undone (trylast: after pytest's own
+    teardown): the double is not left as ``cupy``, and any real CuPy
+    there is the one package the double was built from, so that neither
+    the double nor real CuPy sees the other in the tests that follow."""
+    left = sys.modules.get("cupy")
+    assert left is None or left is not cupy_double._MODULE, \
+        "the CuPy double was left in sys.modules['cupy']"
+    assert left is None or cupy_double._REAL is None or \
+        left is cupy_double._REAL, "a second real cupy package was imported"
+
+
 def pytest_generate_tests(metafunc):
     if metafunc.definition.get_closest_marker("gpu") is not None and \
             "backend_name" not in metafunc.fixturenames:

@@ -74,7 +74,17 @@ def real_cupy():
     None; ``sys.modules`` is left as it was."""
     global _REAL
     if _REAL is None:
-        saved = sys.modules.pop("cupy", False)
+        # A real CuPy already imported (e.g. by a real-CuPy test's
+        # skip_without_cupy) is kept: popping it and importing again would
+        # run cupy/__init__.py a second time, making a second "cupy"
+        # package while cupy.lib.stride_tricks and cupy._indexing (cached
+        # in sys.modules) still hold the first as their cupy, so
+        # _from_cupy_source would not swap it for the double and the
+        # double's as_strided/take_along_axis would run real CuPy
+        # ("Cannot convert _MemoryPointer", cudaErrorInsufficientDriver).
+        current = sys.modules.get("cupy")
+        saved = False if getattr(current, "__path__", None) is not None \
+            else sys.modules.pop("cupy", False)
         try:
             import cupy
             import cupy._indexing.indexing  # noqa: F401 (read below)

@@ -3,6 +3,10 @@ be CUDA work; and, on it, what gpunn's CuPy path must not do: read the
 device in im2col, crash at the first step when a CUDA library is
 missing, or open a CUDA context just to count GPUs."""
 
+import os
+import subprocess
+import sys
+
 import numpy
 import pytest
 
@@ -78,6 +82,31 @@ def test_cupys_sliding_window_view_reads_the_device(cp):
     with cupy_double.counting() as counts:
         cp.lib.stride_tricks.sliding_window_view(x, (3, 3), axis=(1, 2))
     assert counts.total("syncs") == 2 and counts.total("uploads") == 1
+
+
+CUPY_FIRST = """\
+import sys, numpy, cupy  # as a real-CuPy test does before the double is built
+from tests import cupy_double
+cp = cupy_double.module()
+assert cupy_double.real_cupy() is cupy is sys.modules["cupy"]
+assert cp.lib.stride_tricks.as_strided.__globals__["_cupy"] is cp
+assert cp.take_along_axis.__globals__["cupy"] is cp
+a = cp.arange(6, dtype=numpy.float32)
+assert cp.lib.stride_tricks.as_strided(a, (2, 3), (8, 4)).shape == (2, 3)
+"""
+
+
+def test_cupys_own_functions_run_on_it_after_real_cupy_was_imported(cp):
+    """CuPy's source functions are rebound to the double, in this
+    process and in one that imported real CuPy first (as ``-m gpu`` does:
+    the real-CuPy variants run first), never to real CuPy."""
+    assert cp.lib.stride_tricks.as_strided.__globals__["_cupy"] is cp
+    assert cp.take_along_axis.__globals__["cupy"] is cp
+    env = dict(os.environ, PYTHONPATH=cupy_double.REPO)  # not the hook
+    child = subprocess.run([sys.executable, "-c", CUPY_FIRST], env=env,
+                           cwd=cupy_double.REPO, capture_output=True,
+                           text=True, timeout=300)
+    assert child.returncode == 0, child.stderr
 
 
 def test_im2col_makes_no_sync_and_one_launch(cp):
