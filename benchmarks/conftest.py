@@ -13,7 +13,7 @@ import os
 
 import pytest
 
-from gpunn import backend
+from gpunn.compute import backend
 from gpunn.bench.machine import machine, torch_or_none
 
 

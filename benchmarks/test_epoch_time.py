@@ -49,7 +49,7 @@ import time
 import pytest
 
 import gpunn
-from gpunn import backend, cuda_graph
+from gpunn.compute import backend, cuda_graph
 from gpunn.bench.flops import EPOCH_IMAGES, flops_per_epoch
 from gpunn.bench.machine import (cupy_or_none, fraction_of_peak, machine,
                                  peak_memory_mib, reset_peak_memory)

@@ -44,7 +44,7 @@ import numpy
 import torch
 import torch.nn.functional as F
 
-from gpunn.backend import to_numpy
+from gpunn.compute.backend import to_numpy
 from gpunn.layers import ConvPoolLayer, FullyConnectedLayer, SoftmaxLayer
 
 # gpunn activation __name__ -> the same function in PyTorch.

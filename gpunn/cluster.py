@@ -2,13 +2,16 @@
 ~~~~~~~~~~~~
 
 Many runs at once, on Dask distributed: ``gpunn reproduce``, ``gpunn
-sweep`` and ``gpunn bench --scheduler``.
+sweep`` and ``gpunn bench --scheduler``.  This is the Dask side alone:
+the commands (gpunn.commands) show the progress and write the results.
 
 ``connect`` gives a ``distributed.Client``: of a running scheduler
 (``--scheduler tcp://host:8786``: its workers may be other machines) or
 of a cluster started here: on a CPU one single-threaded worker process
 per core, with GPUs ``dask_cuda.LocalCUDACluster``'s worker per GPU,
-several runs on each.
+several runs on each (``for_runs`` chooses for reproduce and sweep).
+``train_all`` trains a table's runs, ``vote`` runs the book's vote on a
+worker, ``bench_on`` runs ``gpunn bench`` on a worker of each machine.
 
 A run is a task, ``train``.  On its worker it runs the ``gpunn train``
 command a user would type (``reproduce.Run.command``: ``--resume``
@@ -41,7 +44,6 @@ What can go wrong:
 
 import contextlib
 import fcntl
-import json
 import logging
 import os
 import queue
@@ -56,7 +58,8 @@ import uuid
 from collections import Counter
 
 import gpunn
-from gpunn import backend
+from gpunn import reproduce
+from gpunn.compute import backend
 from gpunn.errors import ConfigError
 
 #: Seconds to reach a scheduler, and for it to have a worker.
@@ -122,6 +125,35 @@ def connect(scheduler=None, jobs=None, gpus=0, timeout=TIMEOUT):
         client.close()
         if cluster is not None:
             cluster.close()
+
+
+@contextlib.contextmanager
+def for_runs(scheduler, jobs, backend_name):
+    """``(client, backend name, where the runs go, in words)`` for the
+    runs of reproduce and sweep: the scheduler at ``scheduler``, or a
+    cluster on this machine, ``jobs`` runs side by side (None: one per
+    CPU core on numpy, four per GPU on cupy).  On this machine, the
+    backend "auto" becomes cupy where there is a GPU, else numpy."""
+    if scheduler:
+        if jobs:
+            raise ConfigError(
+                "--jobs sizes the cluster gpunn starts on this machine; with "
+                "--scheduler, the workers' threads say how many runs go at "
+                "once (dask worker --nthreads)")
+        with connect(scheduler) as client:
+            workers = client.scheduler_info(n_workers=-1)["workers"]
+            yield client, backend_name, "{} side by side on the {} worker{} "\
+                "of {}".format(sum(w["nthreads"] for w in workers.values()),
+                               len(workers), "" if len(workers) == 1 else "s",
+                               scheduler)
+        return
+    # Counted once (in a child process: this one holds no CUDA context).
+    gpus = backend.gpu_count() if backend_name != "numpy" else 0
+    if backend_name == "auto":
+        backend_name = "cupy" if gpus else "numpy"
+    jobs = jobs or reproduce.default_jobs(gpus)
+    with connect(jobs=jobs, gpus=gpus) as client:
+        yield client, backend_name, "{} side by side".format(jobs)
 
 
 def local_cluster(jobs, gpus):
@@ -213,17 +245,17 @@ class RunFailed(Exception):
     """A run's process crashed or was killed (Dask runs it again)."""
 
 
-def train_all(client, planned, epochs, options, threads=None, on_done=None,
-              say=print):
+def train_all(client, planned, epochs, options, threads=None, show=None):
     """Train the runs ``planned`` (reproduce.Run's, all of them: a run
     whose folder holds it finished comes back at once) on ``client``'s
     workers, ``epochs`` each (None: their rows' epochs), with
     ``options`` (those of ``Run.command``) and ``threads`` CPU threads
-    each (None: their share of their machine's cores).  Each epoch's
-    record shows through ``say`` as it comes; ``on_done(run, result)``
-    gets each finished run's ``train`` result.  Returns the runs that
-    failed, with why.  Ctrl-C cancels the tasks (their runs keep their
-    checkpoints) and raises KeyboardInterrupt."""
+    each (None: their share of their machine's cores).  Yields (run,
+    result) as each run ends: its ``train`` result, or {"failed": why}.
+    Meanwhile ``show(events, wait)`` gets the queue of the runs'
+    messages (see ``train``).  Closing the generator (Ctrl-C; use it in
+    ``contextlib.closing``) cancels the tasks: their runs keep their
+    checkpoints."""
     machines = runs_per_machine(client)
 
     def submit(topic):
@@ -233,23 +265,54 @@ def train_all(client, planned, epochs, options, threads=None, on_done=None,
                                                   uuid.uuid4().hex[:8]),
             retries=RETRIES, pure=False): run for run in planned}
 
-    display = Display(say)
-    failed = []
+    with contextlib.closing(finished(client, submit, show)) as ends:
+        for run, result in ends:
+            if isinstance(result, Exception):
+                result = {"failed": "({}: {})".format(
+                    type(result).__name__, _first_line(result))}
+            yield run, result
+
+
+def vote(client, voters, epochs):
+    """reproduce.vote of the runs ``voters``, on a worker (it reads
+    their folders)."""
     try:
-        ends = finished(client, submit, display.show)
-        with contextlib.closing(ends):
-            for run, result in ends:
-                if isinstance(result, Exception):
-                    result = {"failed": "({}: {})".format(
-                        type(result).__name__, _first_line(result))}
-                if "failed" in result:
-                    failed.append((run, result["failed"]))
-                    say("{}: FAILED {}".format(run.name, result["failed"]))
-                elif on_done:
-                    on_done(run, result)
-    finally:
-        display.close()
-    return failed
+        return client.submit(reproduce.vote, voters, epochs,
+                             pure=False).result()
+    except (OSError, ValueError) as e:
+        raise ConfigError(
+            "the vote could not read its five networks on one worker ({}): "
+            "give the runs a --checkpoints folder every worker can read"
+            .format(e)) from None
+
+
+def workers_by_machine(client, each=True):
+    """{host: the address of one of its workers}, for every machine of
+    ``client``'s cluster (``each``), or for one."""
+    found = {}
+    workers = client.scheduler_info(n_workers=-1)["workers"]
+    for address, info in sorted(workers.items()):
+        found.setdefault(info["host"], address)
+    if not each:
+        found = dict([next(iter(found.items()))])
+    return found
+
+
+def bench_on(client, hosts, models, sizes, backends, quick, name, show):
+    """``gpunn bench`` (bench.run_on_worker, its arguments) on the
+    worker of each machine of ``hosts`` (``workers_by_machine``'s), all
+    at once.  Yields (host, result) as each ends, ``show`` getting their
+    progress lines meanwhile, as in ``finished``: use it in
+    ``contextlib.closing``."""
+    from gpunn import bench
+
+    def submit(topic):
+        return {client.submit(bench.run_on_worker, models, sizes, backends,
+                              quick, name, topic, workers=[address],
+                              allow_other_workers=False, pure=False): host
+                for host, address in hosts.items()}
+
+    return finished(client, submit, show)
 
 
 def finished(client, submit, show):
@@ -283,76 +346,6 @@ def finished(client, submit, show):
         client.unsubscribe_topic(topic)
 
 
-class Display:
-    """The client's progress: a line when a run starts, goes on from a
-    checkpoint or ends, and on a terminal a bar per run, its epochs and
-    validation accuracy (elsewhere, a line per epoch)."""
-
-    def __init__(self, say):
-        self.say = say
-        self.bars = {}
-        self.terminal = sys.stderr.isatty()
-
-    def show(self, events, wait=0.0):
-        """Show the events come in ``events`` (a queue of the event
-        log's (timestamp, message)), waiting at most ``wait`` seconds for
-        the first."""
-        try:
-            _, message = events.get(timeout=wait) if wait else \
-                events.get_nowait()
-        except queue.Empty:
-            return
-        while True:
-            self._show(message)
-            try:
-                _, message = events.get_nowait()
-            except queue.Empty:
-                return
-
-    def _show(self, m):
-        run = m["run"]
-        if "started" in m:
-            self._line("{}: {} on {} (seed {})".format(
-                run, "resumed at epoch {}".format(m["started"])
-                if m["started"] else "started", m["worker"], m["seed"]))
-            if self.terminal:
-                from tqdm import tqdm
-                if run in self.bars:  # run again after its worker died
-                    self.bars.pop(run).close()
-                taken = {abs(bar.pos) for bar in self.bars.values()}
-                line = min(set(range(len(taken) + 1)) - taken)
-                self.bars[run] = tqdm(total=m["epochs"], initial=m["started"],
-                                      desc=run, unit="epoch", leave=False,
-                                      position=line, file=sys.stderr)
-        elif "waiting" in m:
-            self._line("{}: waiting for the process that trains it on {}"
-                       .format(run, m["worker"]))
-        elif "record" in m:
-            r = m["record"]
-            if run in self.bars:
-                self.bars[run].set_postfix_str("validation {:.2%}".format(
-                    r["validation_accuracy"]))
-                self.bars[run].update(1)
-            else:
-                self._line("{}: epoch {}/{}, validation accuracy {:.2%}".format(
-                    run, r["epoch"] + 1, m["epochs"], r["validation_accuracy"]))
-        elif "stopped" in m:
-            if run in self.bars:
-                self.bars.pop(run).close()
-
-    def _line(self, line):
-        if self.bars:
-            from tqdm import tqdm
-            tqdm.write(line, file=sys.stdout)
-        else:
-            self.say(line)
-
-    def close(self):
-        for bar in self.bars.values():
-            bar.close()
-        self.bars.clear()
-
-
 # ---------------------------------------------------------------- on a worker
 
 def train(run, epochs, options, threads, machines, topic):
@@ -363,7 +356,8 @@ def train(run, epochs, options, threads, machines, topic):
     ``machines[this host]``, the runs this machine takes at once).
     Sends each epoch's record to ``topic``.  Returns {"settings": the
     run's run.json, "records": its per-epoch records, "seconds": the
-    child's wall time (None if it had finished already)}, or
+    child's wall time (None if it had finished already), "resumed_at":
+    the epochs its checkpoint held when the child started}, or
     {"failed": why} where gpunn refused, the run diverged or the task
     was cancelled; raises RunFailed (Dask runs it again) where the child
     crashed or was killed."""
@@ -375,15 +369,16 @@ def train(run, epochs, options, threads, machines, topic):
         worker.log_event(topic, dict(message, run=run.name, epochs=epochs,
                                      worker=worker.address))
 
+    run_folder = run.run_folder
     os.makedirs(run.folder, exist_ok=True)
-    with _only_process(run.folder, lambda: send(waiting=True)) as lock:
+    with _only_process(run_folder, lambda: send(waiting=True)) as lock:
         if run.finished(epochs):
-            return {"settings": _settings(run), "records": run.records(),
-                    "seconds": None}
+            return {"settings": run_folder.settings(),
+                    "records": run.records(), "seconds": None}
         if run.row.expanded:
             _expanded_data_once()
         command = run.command(epochs, options)
-        done = len(_complete_records(run.folder))
+        done = len(run_folder.complete_records())
         if "--resume" not in command:
             done = 0
         send(started=done, seed=run.seed)
@@ -391,15 +386,16 @@ def train(run, epochs, options, threads, machines, topic):
             worker.ip, worker.state.nthreads))
         env = run_environment(os.environ, share, threads)
         start = time.perf_counter()
-        returncode = _run_child(run.folder, command, env, lock, done,
+        returncode = _run_child(run_folder, command, env, lock, done,
                                 lambda record: send(record=record),
                                 lambda: _cancelled(worker, key))
         seconds = time.perf_counter() - start
         send(stopped=returncode)
         if returncode == 0:
-            return {"settings": _settings(run), "records": run.records(),
-                    "seconds": seconds}
-    output = os.path.join(run.folder, "output.txt")
+            return {"settings": run_folder.settings(),
+                    "records": run.records(), "seconds": seconds,
+                    "resumed_at": done}
+    output = run_folder.output_path
     why = "with exit code {}; see {} on {}".format(returncode, output,
                                                    worker.ip)
     if returncode in FINAL_EXIT_CODES or _cancelled(worker, key):
@@ -429,13 +425,13 @@ def run_environment(environ, share, threads=None):
     return env
 
 
-def _run_child(folder, command, env, lock, done, on_record, cancelled):
-    """Run ``command`` with its output in folder/output.txt, calling
-    ``on_record`` with each record its log gains after the ``done``
-    first; SIGINT to the child when ``cancelled()``.  The child holds
-    the folder's ``lock`` too, for as long as it lives.  Returns its
-    exit code (negative: the signal that killed it)."""
-    with open(os.path.join(folder, "output.txt"), "a") as output:
+def _run_child(run_folder, command, env, lock, done, on_record, cancelled):
+    """Run ``command`` with its output in the run folder's output.txt,
+    calling ``on_record`` with each record its log gains after the
+    ``done`` first; SIGINT to the child when ``cancelled()``.  The child
+    holds the folder's ``lock`` too, for as long as it lives.  Returns
+    its exit code (negative: the signal that killed it)."""
+    with open(run_folder.output_path, "a") as output:
         output.write("$ {}\n".format(shlex.join(command)))
         output.flush()
         child = subprocess.Popen(_dying_with_this_thread(command),
@@ -445,7 +441,7 @@ def _run_child(folder, command, env, lock, done, on_record, cancelled):
             interrupted = None
             while True:
                 finished = child.poll() is not None
-                records = _complete_records(folder)
+                records = run_folder.complete_records()
                 for record in records[done:]:
                     on_record(record)
                 done = max(done, len(records))
@@ -489,12 +485,12 @@ def _dying_with_this_thread(command):
 
 
 @contextlib.contextmanager
-def _only_process(folder, on_wait):
+def _only_process(run_folder, on_wait):
     """Hold the lock of the run's folder (waiting, after ``on_wait()``,
     while another process holds it); gives the lock's file, which a
     child that inherits it holds with this process (flock locks belong
     to the open file, not to a process)."""
-    with open(os.path.join(folder, ".lock"), "w") as lock:
+    with open(run_folder.lock_path, "w") as lock:
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -511,27 +507,6 @@ def _expanded_data_once():
         fcntl.flock(lock, fcntl.LOCK_EX)
         subprocess.run([sys.executable, "-m", "gpunn.expand_mnist"],
                        check=True, stdout=subprocess.DEVNULL)
-
-
-def _complete_records(folder):
-    """The records of folder/log.jsonl, but for a line being written."""
-    try:
-        with open(os.path.join(folder, "log.jsonl")) as f:
-            text = f.read()
-    except FileNotFoundError:
-        return []
-    records = []
-    for line in text.split("\n")[:-1]:
-        try:
-            records.append(json.loads(line))
-        except ValueError:
-            break
-    return records
-
-
-def _settings(run):
-    with open(os.path.join(run.folder, "run.json")) as f:
-        return json.load(f)
 
 
 def _tail(path, lines=5):

@@ -1,13 +1,16 @@
 """experiments.py
 ~~~~~~~~~~~~~~~~~
 
-The chapter-6 experiments of the book's ``conv.py``, as data: each
-network, and the hyperparameters and accuracy the book gives for it.
+The book's models as data: the chapter-6 experiments of its ``conv.py``
+and the networks of chapters 1 and 3, each with the hyperparameters and
+the accuracy the book gives for it.
 
 ``EXPERIMENTS[name]`` is an ``Experiment``; ``experiment.network(
 mini_batch_size)`` builds a fresh network (initial weights from gpunn's
-seeded generator).  The benchmark suite and the command line use these
-definitions, so there is one description of each of the book's models.
+seeded generator).  ``NETWORKS["network"]`` and ``NETWORKS["network2"]``
+are the settings of chapters 1 and 3.  The benchmark suite, the command
+line and ``gpunn reproduce`` use these definitions, so there is one
+description of each of the book's models.
 """
 
 from dataclasses import dataclass, field
@@ -114,6 +117,34 @@ EXPERIMENTS = _list(
         eta=0.03, epochs=40, expanded_data=True, book_accuracy=99.60,
         options={"p_dropout": (0.5, 0.5, 0.5)}),
 )
+
+#: The book's vote of five double_fc_dropout networks (chapter 6), in %.
+BOOK_VOTE_ACCURACY = 99.67
+
+
+@dataclass(frozen=True)
+class BookNetwork:
+    """network.py (chapter 1) or network2.py (chapter 3): a [784, n, 10]
+    sigmoid network, with the settings of the book's run and its test
+    accuracy (in %)."""
+    name: str
+    description: str
+    eta: float
+    lmbda: float = 0.0
+    n: int = 30
+    epochs: int = 30
+    init: str = "large"  # N(0, 1) weights; "default": N(0, 1/n_in)
+    book_accuracy: float = None
+
+
+NETWORKS = {
+    "network": BookNetwork(
+        "network", "chapter 1, [784, 30, 10] sigmoid, quadratic cost",
+        eta=3.0, book_accuracy=95.42),
+    "network2": BookNetwork(
+        "network2", "chapter 3, [784, 30, 10] sigmoid, cross-entropy",
+        eta=0.5, lmbda=5.0, book_accuracy=96.49),
+}
 
 
 #: conv.py's functions, by name, with the option each takes (the CLI's

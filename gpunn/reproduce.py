@@ -36,7 +36,9 @@ import time
 from dataclasses import dataclass
 
 import gpunn
-from gpunn import backend
+from gpunn import experiments
+from gpunn.compute import backend
+from gpunn.run_folder import RunFolder
 
 CHAPTERS = ("chapter1", "chapter3", "chapter6")
 
@@ -64,58 +66,70 @@ class Row:
     expanded: bool = False  # expanded data: 250,000 images an epoch
 
 
+_NETWORK, _NETWORK2 = experiments.NETWORKS["network"], experiments.NETWORKS["network2"]
+
+
 def _ch1(n, book):
     return Row("ch1-{}".format(n), "chapter1",
-               "network.py [784, {}, 10], quadratic cost, eta 3.0".format(n),
-               book, "peak_test",
-               ("network", "--n", str(n), "--eta", "3.0", "--epochs", "30"), 30)
+               "network.py [784, {}, 10], quadratic cost, eta {}".format(
+                   n, _NETWORK.eta), book, "peak_test",
+               ("network", "--n", str(n), "--eta", str(_NETWORK.eta),
+                "--epochs", str(_NETWORK.epochs)), _NETWORK.epochs)
 
 
-def _ch3(key, n, book, metric, eta=0.5, lmbda=0.0, init="large", epochs=30):
+def _ch3(key, n, book, metric, eta=_NETWORK2.eta, lmbda=0.0,
+         init=_NETWORK2.init, epochs=_NETWORK2.epochs):
     label = "network2.py [784, {}, 10], cross-entropy, eta {}{}, {} init".format(
         n, eta, ", lmbda {}".format(lmbda) if lmbda else "", init)
-    if epochs != 30:
+    if epochs != _NETWORK2.epochs:
         label += ", {} epochs".format(epochs)
     return Row(key, "chapter3", label, book, metric,
                ("network2", "--n", str(n), "--eta", str(eta), "--lmbda",
                 str(lmbda), "--init", init, "--epochs", str(epochs)), epochs)
 
 
-def _ch6(key, label, book, train, epochs=60, expanded=False):
-    return Row(key, "chapter6", label, book, "test_at_best_validation",
-               train, epochs, expanded)
+def _ch6(key, label, train, expanded=False):
+    """A chapter-6 row: the experiment ``key`` of gpunn.experiments, its
+    epochs and the book's number from there."""
+    e = experiments.EXPERIMENTS[key]
+    return Row(key, "chapter6", label, e.book_accuracy,
+               "test_at_best_validation", train, e.epochs, expanded)
 
 
+#: The book's numbers.  Those of the models' own settings come from
+#: gpunn.experiments; the others (the book's runs with other n, eta,
+#: lmbda or initializer) are stated here, once.
 ROWS = (
-    _ch1(30, 95.42),
+    _ch1(30, _NETWORK.book_accuracy),
     _ch1(100, 96.59),
     _ch3("ch3-30", 30, 95.49, "peak_test"),
     _ch3("ch3-100", 100, 96.82, "peak_test"),
-    _ch3("ch3-30-l2", 30, 96.49, "peak_test", lmbda=5.0),
+    _ch3("ch3-30-l2", 30, _NETWORK2.book_accuracy, "peak_test",
+         lmbda=_NETWORK2.lmbda),
     _ch3("ch3-100-l2", 100, 97.92, "peak_validation", lmbda=5.0),
     _ch3("ch3-100-l2-60", 100, 98.04, "peak_validation", eta=0.1, lmbda=5.0,
          init="default", epochs=60),
-    _ch6("shallow", "100 sigmoid neurons, softmax, eta 0.1", 97.80,
-         ("shallow",)),
-    _ch6("basic_conv", "conv-pool, 100 sigmoid neurons, softmax, eta 0.1", 98.78,
+    _ch6("shallow", "100 sigmoid neurons, softmax, eta 0.1", ("shallow",)),
+    _ch6("basic_conv", "conv-pool, 100 sigmoid neurons, softmax, eta 0.1",
          ("basic_conv",)),
-    _ch6("dbl_conv", "two conv-pool layers, sigmoid, eta 0.1", 99.06,
+    _ch6("dbl_conv", "two conv-pool layers, sigmoid, eta 0.1",
          ("dbl_conv", "--activation", "sigmoid")),
-    _ch6("dbl_conv_relu", "two conv-pool layers, ReLU, eta 0.03, lmbda 0.1", 99.23,
+    _ch6("dbl_conv_relu", "two conv-pool layers, ReLU, eta 0.03, lmbda 0.1",
          ("dbl_conv_relu",)),
     *[_ch6("expanded_data_{}".format(n),
-           "expanded data, {} ReLU neurons".format(n), book,
+           "expanded data, {} ReLU neurons".format(n),
            ("expanded_data", "--n", str(n)), expanded=True)
-      for n, book in ((100, 99.37), (300, 99.46), (1000, 99.43))],
+      for n in (100, 300, 1000)],
     *[_ch6("expanded_data_double_fc_{}".format(n),
-           "expanded data, two fully connected layers of {}".format(n), book,
+           "expanded data, two fully connected layers of {}".format(n),
            ("expanded_data_double_fc", "--n", str(n)), expanded=True)
-      for n, book in ((100, 99.43), (300, 99.48), (1000, 99.47))],
+      for n in (100, 300, 1000)],
     _ch6("double_fc_dropout", "expanded data, two fully connected layers of "
-         "1000, dropout 0.5, eta 0.03, 40 epochs", 99.60,
-         ("double_fc_dropout",), epochs=40, expanded=True),
+         "1000, dropout 0.5, eta 0.03, 40 epochs", ("double_fc_dropout",),
+         expanded=True),
     Row("vote", "chapter6", "the vote of five double_fc_dropout networks",
-        99.67, "vote", (), 40, True),
+        experiments.BOOK_VOTE_ACCURACY, "vote", (),
+        experiments.EXPERIMENTS["double_fc_dropout"].epochs, True),
 )
 
 VOTERS = 5  # the book's ensemble: five networks
@@ -157,13 +171,22 @@ class Run:
     def log_name(self):
         return "{}-run{}.jsonl".format(self.row.key, self.index)
 
+    @property
+    def run_folder(self):
+        return RunFolder(self.folder)
+
     def records(self):
-        return _read_jsonl(os.path.join(self.folder, "log.jsonl"))
+        """The records of the run's log; none where it has none yet."""
+        try:
+            return self.run_folder.records()
+        except FileNotFoundError:
+            return []
 
     def finished(self, epochs):
-        model = "network.json" if self.row.chapter != "chapter6" else "network.npz"
-        return (os.path.exists(os.path.join(self.folder, model)) and
-                len(self.records()) >= epochs)
+        saved = self.run_folder.has_checkpoint() \
+            if self.row.chapter == "chapter6" else \
+            self.run_folder.has_book_network()
+        return saved and len(self.records()) >= epochs
 
     def command(self, epochs, options):
         """The ``gpunn train`` command line of this run, or of its resumption
@@ -174,8 +197,7 @@ class Run:
         gpunn_command = [sys.executable, "-m", "gpunn", "train"]
         backend_option = ["--backend", options["backend"]] \
             if options.get("backend") else []
-        if (self.row.chapter == "chapter6" and
-                os.path.exists(os.path.join(self.folder, "network.npz"))):
+        if self.row.chapter == "chapter6" and self.run_folder.has_checkpoint():
             return gpunn_command + ["--resume", self.folder, "--quiet"] + \
                 backend_option + ["--epochs", str(epochs)]
         dtype = options.get("dtype") or (
@@ -244,17 +266,23 @@ def compact_log(run, settings, records):
 
 def write_log(run, out, result):
     """Write ``run``'s compact log into out/logs from ``result`` (what
-    its task returned: settings, records, and ``seconds``, the wall time
-    of the process that just trained it, which adds to the header's
-    ``wall_seconds``: a resumed run's processes add up)."""
+    its task returned: settings, records, ``resumed_at`` and ``seconds``,
+    the wall time of the process that just trained it, which adds to the
+    header's ``wall_seconds``: a resumed run's processes add up)."""
     os.makedirs(os.path.join(out, "logs"), exist_ok=True)
     path = os.path.join(out, "logs", run.log_name)
     lines = compact_log(run, result["settings"], result["records"])
     seconds = result["seconds"]
     try:
-        before = _read_jsonl(path)[0].get("wall_seconds")
+        before = read_jsonl(path)[0].get("wall_seconds")
     except (OSError, ValueError, IndexError, AttributeError):
         before = None
+    if before is None and seconds is not None:
+        # A run resumed from a checkpoint that earlier processes wrote (a
+        # session before this one, or a worker that died): their epochs'
+        # seconds stand in for their wall time, start-up aside.
+        done = result["records"][:result.get("resumed_at", 0)]
+        seconds += sum(r["seconds"] for r in done)
     if before is not None or seconds is not None:
         lines[0]["wall_seconds"] = round((before or 0.0) + (seconds or 0.0), 2)
     _write_jsonl(path, lines)
@@ -302,7 +330,7 @@ def results(logs_folder):
         vote = _read_json(os.path.join(logs_folder, VOTE_FILE))
     for name in sorted(os.listdir(logs_folder)):
         if name.endswith(".jsonl"):
-            lines = _read_jsonl(os.path.join(logs_folder, name))
+            lines = read_jsonl(os.path.join(logs_folder, name))
             logs.setdefault(lines[0]["row"], []).append(lines)
     table = []
     for row in ROWS:
@@ -382,7 +410,7 @@ def in_progress(folder):
                          if name.startswith("run-") and name[4:].isdigit())
         for index in indices:
             run = Run(row, index, os.path.join(base, "run-{}".format(index)))
-            if os.path.exists(os.path.join(run.folder, "network.npz")):
+            if run.run_folder.has_checkpoint():
                 records = run.records()
                 found.append({"key": row.key, "run": index,
                               "epochs_done": len(records), "epochs": row.epochs,
@@ -413,15 +441,13 @@ def vote(voters, epochs):
     """The vote of the networks of the runs ``voters`` (a task: it reads
     their folders), as the row of ``results`` needs it; ``epochs``, the
     command's --epochs (the book's settings where None)."""
-    from gpunn import saving
     from gpunn.ensemble import ensemble
-    nets = [saving.load(os.path.join(r.folder, "network.npz"))[0]
-            for r in voters]
+    nets = [r.run_folder.load_checkpoint()[0] for r in voters]
     _, _, test = gpunn.load_data()
     start = time.perf_counter()
     accuracy, _, _ = ensemble(nets, test)
     first = voters[0].records()[0]
-    settings = _read_json(os.path.join(voters[0].folder, "run.json"))
+    settings = voters[0].run_folder.settings()
     return {"gpunn": round(100 * accuracy, 2), "runs": [], "metric": "vote",
             "voters": [r.log_name for r in voters],
             "epochs": len(voters[0].records()),
@@ -435,6 +461,20 @@ def vote(voters, epochs):
 def write_vote(vote, out):
     with open(os.path.join(out, "logs", VOTE_FILE), "w") as f:
         json.dump(vote, f, indent=1)
+
+
+def record_invocation(out, command, started, wall_seconds, runs, trained,
+                      failed, where, backend_name):
+    """Add a line to out/invocations.jsonl: the ``command`` (its words),
+    when it ``started`` and its wall time, its runs (those ``trained``,
+    not done already, and those ``failed``), ``where`` they ran, in
+    words, and the backend."""
+    with open(os.path.join(out, "invocations.jsonl"), "a") as f:
+        f.write(json.dumps({
+            "command": command, "started": started,
+            "wall_seconds": wall_seconds, "runs": runs, "trained": trained,
+            "failed": failed, "where": where, "backend": backend_name},
+            separators=(",", ":")) + "\n")
 
 
 def _wall_seconds(lines):
@@ -460,7 +500,9 @@ def _read_json(path):
         return json.load(f)
 
 
-def _read_jsonl(path):
+def read_jsonl(path):
+    """The lines of the JSON-lines file ``path`` (a compact log), each
+    parsed; none where there is no such file."""
     try:
         with open(path) as f:
             return [json.loads(line) for line in f if line.strip()]

@@ -81,7 +81,7 @@ def table(logs_folder):
     for file_name in sorted(os.listdir(logs_folder)):
         if not file_name.endswith(".jsonl"):
             continue
-        header, *records = reproduce._read_jsonl(
+        header, *records = reproduce.read_jsonl(
             os.path.join(logs_folder, file_name))
         settings = header["settings"]
         best = best_epoch(records)

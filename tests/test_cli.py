@@ -9,6 +9,9 @@ import sys
 import numpy
 import pytest
 
+#: These run gpunn as a user does (subprocesses): the system tier.
+pytestmark = pytest.mark.system
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 QUICK = ["--limit", "500", "--eval-limit", "200", "--backend", "numpy"]
 

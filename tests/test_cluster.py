@@ -14,6 +14,9 @@ import pytest
 
 from tests.test_cli import REPO, gpunn, ok, weights
 
+#: These run gpunn as a user does (subprocesses): the system tier.
+pytestmark = pytest.mark.system
+
 distributed = pytest.importorskip("distributed")
 
 SMALL = ["--limit", "1000", "--eval-limit", "300", "--backend", "numpy"]

@@ -61,12 +61,14 @@ TRAIN = ["train", "shallow", "--epochs", str(EPOCHS), "--limit", "3000",
 CHECKPOINT, LOG, SETTINGS = "network.npz", "log.jsonl", "run.json"
 #: saving.save's temporary file: mkstemp(prefix=".network.npz.", suffix=".tmp")
 TEMPORARY = re.compile(r"^\.network\.npz\..+\.tmp$")
-#: cli._check_writable's probe, created and removed before training.
+#: run_folder.writable's probe, created and removed before training.
 PROBE = ".gpunn-write-test"
 WAIT = 120  # seconds: no wait in this file is longer
 
-pytestmark = pytest.mark.skipif(sys.platform == "win32",
-                                reason="SIGKILL is POSIX's")
+#: These run gpunn as a user does (subprocesses): the system tier.
+pytestmark = [pytest.mark.system,
+              pytest.mark.skipif(sys.platform == "win32",
+                                 reason="SIGKILL is POSIX's")]
 
 
 def _env():

@@ -66,6 +66,7 @@ def run_main(*args, cwd, timeout=600):
                           timeout=timeout)
 
 
+@pytest.mark.system
 def test_main_job_prints_the_books_lines(tmp_path):
     p = run_main("--epochs", "1", "--limit", "1000", "--backend", "numpy",
                  "--seed", "1", cwd=tmp_path)
@@ -87,6 +88,7 @@ def test_main_job_prints_the_books_lines(tmp_path):
     assert "img/s" in p.stderr  # the progress bar
 
 
+@pytest.mark.system
 def test_main_job_rejects_bad_arguments(tmp_path):
     p = run_main("--epochs", "0", cwd=tmp_path)
     assert p.returncode == 2 and "--epochs: must be at least 1" in p.stderr
@@ -98,6 +100,7 @@ def test_main_job_rejects_bad_arguments(tmp_path):
     assert p.returncode == 0 and "--backend" in p.stdout and "--dtype" in p.stdout
 
 
+@pytest.mark.system
 def test_main_job_reports_missing_data(tmp_path):
     """A copy of the package with no data/ beside it, run from an empty
     directory: a clear error naming where it looked, exit code 2."""
@@ -116,6 +119,7 @@ def test_main_job_reports_missing_data(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.system
 def test_main_job_full_epoch(tmp_path):
     """python -m gpunn --epochs 1 on all 50,000 images: 97.53% validation
     with seed 1 when measured (about 20 s on 2 cores)."""

@@ -25,6 +25,7 @@ def script(*args):
                           timeout=600)
 
 
+@pytest.mark.system
 def test_the_plan_fits_the_device_and_covers_the_issue():
     stages = campaign.plan()
     names = [name for name, _, _, _ in stages]
@@ -67,6 +68,7 @@ def test_the_wheels_are_what_dask_needs_beyond_the_gpu_image():
             assert name.lower().replace("-", "_") in have, requirement
 
 
+@pytest.mark.system
 def test_bad_arguments():
     p = script("bench", "/tmp/x", "--part", "7")
     assert p.returncode == 2 and "invalid choice" in p.stderr
@@ -89,6 +91,7 @@ def test_packed_results_come_back_in_chunks_and_unpack(tmp_path, monkeypatch):
     assert (tmp_path / "again" / "runs" / "network.npz").read_bytes() == data
 
 
+@pytest.mark.system
 def test_reproduce_stops_in_time_and_the_next_call_goes_on(tmp_path):
     """A rehearsal on NumPy: stopped with Ctrl-C at its time limit, its
     results folder packed; the next call, given the packed files, goes
@@ -118,6 +121,7 @@ def test_reproduce_stops_in_time_and_the_next_call_goes_on(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.system
 def test_rehearsals_of_check_bench_and_cpu_scaling(tmp_path):
     for args in (["check"], ["bench", "--part", "1"], ["cpu-scaling"]):
         p = script(args[0], tmp_path, "--rehearse", *args[1:])

@@ -282,6 +282,7 @@ def _assert_same(a, b):
             _assert_same(x, y)
 
 
+@pytest.mark.system
 def test_the_valid_pickles_load(worker):
     for data in VALID_PICKLES:
         for gzipped in (False, True):
@@ -298,6 +299,7 @@ def test_the_valid_pickles_load(worker):
                 mnist_loader.safe_load_pickle(_write(folder, "p", data))
 
 
+@pytest.mark.system
 def test_a_crash_of_the_worker_fails_the_example(worker):
     """The harness itself: a worker that dies while loading is reported,
     and the next file gets a new worker."""
@@ -348,10 +350,12 @@ def _short_dtype_state_pickle():
 # array whose dtype claimed to hold Python objects (a.sum() raised
 # SystemError, a[:2].copy() RuntimeError "get_clear_loop not set").
 
+@pytest.mark.system
 def test_a_damaged_dtype_state_is_refused(worker):
     _check_pickle_file(worker, _short_dtype_state_pickle())
 
 
+@pytest.mark.system
 def test_a_forged_dtype_is_refused(worker):
     _check_pickle_file(worker, _forged_dtype_pickle())
 
@@ -359,6 +363,7 @@ def test_a_forged_dtype_is_refused(worker):
 @PROPERTY
 @given(data=prefixed(b"\x80\x02", b"\x80\x05\x95", b"(", b"\x1f\x8b"),
        gzipped=st.booleans())
+@pytest.mark.system
 def test_safe_load_pickle_on_arbitrary_bytes(worker, data, gzipped):
     _check_pickle_file(worker, data, gzipped)
 
@@ -368,6 +373,7 @@ def test_safe_load_pickle_on_arbitrary_bytes(worker, data, gzipped):
        .flatmap(mutations), gzipped=st.booleans())
 @example(data=_short_dtype_state_pickle(), gzipped=False)
 @example(data=_forged_dtype_pickle(), gzipped=True)
+@pytest.mark.system
 def test_safe_load_pickle_on_damaged_pickles(worker, data, gzipped):
     _check_pickle_file(worker, data, gzipped)
 
@@ -378,6 +384,7 @@ def test_safe_load_pickle_on_damaged_pickles(worker, data, gzipped):
 @ONE_BUG
 @given(data=mutations(gzip.compress(VALID_PICKLES[0], mtime=0)))
 @example(data=gzip.compress(_forged_dtype_pickle(), mtime=0))
+@pytest.mark.system
 def test_safe_load_pickle_on_damaged_gzip_files(worker, data):
     _check_pickle_file(worker, data)
 

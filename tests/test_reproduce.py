@@ -28,6 +28,7 @@ def load(path):
         return json.load(f)
 
 
+@pytest.mark.system
 def test_chapter1_runs_side_by_side_and_match_a_network_trained_here(tmp_path):
     import gpunn as g
     from gpunn import mnist_loader, network
@@ -81,6 +82,7 @@ def test_chapter1_runs_side_by_side_and_match_a_network_trained_here(tmp_path):
     assert ok(gpunn("reproduce", "--report", "--out", tmp_path)) == table_md
 
 
+@pytest.mark.system
 def test_a_run_cut_short_is_trained_again_or_resumed(tmp_path):
     # Chapter 3 keeps no checkpoint: a run without its network is redone.
     ok(gpunn("reproduce", "ch3-30", "--runs", "1", "--out", tmp_path, *SMALL))
@@ -109,6 +111,7 @@ def test_a_run_cut_short_is_trained_again_or_resumed(tmp_path):
     assert row["gpunn"] == round(100 * epochs[best]["test_accuracy"], 2)
 
 
+@pytest.mark.system
 def test_a_failing_run_fails_the_command_and_the_others_finish(tmp_path):
     # A checkpoint without its run's settings: that run cannot go on.
     run = tmp_path / "runs" / "shallow" / "run-0"
@@ -124,6 +127,7 @@ def test_a_failing_run_fails_the_command_and_the_others_finish(tmp_path):
     assert not (tmp_path / "logs" / "shallow-run0.jsonl").exists()
 
 
+@pytest.mark.system
 def test_bad_arguments_are_refused():
     p = gpunn("reproduce", "chapter2")
     assert p.returncode == 2 and "unknown chapter or row chapter2" in p.stderr
@@ -276,6 +280,7 @@ def test_the_vote_of_five_double_fc_dropout_runs(tmp_path):
 
 
 @pytest.mark.gpu
+@pytest.mark.system
 def test_reproduce_on_cupy_runs_several_runs_per_gpu(tmp_path):
     skip_without_cupy()
     out = ok(gpunn("reproduce", "shallow", "ch3-30", "--runs", "2", "--epochs",
@@ -299,6 +304,7 @@ def test_reproduce_on_cupy_runs_several_runs_per_gpu(tmp_path):
             assert abs(g["test_accuracy"] - c["test_accuracy"]) <= 2 / 300
 
 
+@pytest.mark.system
 def test_threads_of_each_run(tmp_path):
     """--threads N gives each run N CPU threads (over $GPUNN_THREADS);
     by default each gets its share of the cores: here, the cores this
@@ -322,3 +328,24 @@ def test_threads_of_each_run(tmp_path):
     reproduce_ch1("--jobs", "2", "--out", tmp_path / "share", env=environment)
     assert threads_of_runs(tmp_path / "share") == {
         max(1, len(os.sched_getaffinity(0)) // 2)}
+
+
+def test_a_run_resumed_in_a_later_session_counts_the_earlier_epochs(tmp_path):
+    """The wall time per run of a run that sessions trained in turns: the
+    processes before the last left no compact log (they were stopped),
+    so the epochs their checkpoint holds count with their seconds."""
+    row = {r.key: r for r in reproduce.ROWS}["expanded_data_300"]
+    run = reproduce.Run(row, 0, str(tmp_path / "runs" / "run-0"))
+    records = [{"epoch": j, "validation_accuracy": 0.99, "test_accuracy": 0.99,
+                "seconds": 100.0 + j, "backend": "numpy", "dtype": "float32",
+                "device": "cpu"} for j in range(4)]
+    result = {"settings": {"seed": 1}, "records": records, "seconds": 250.0,
+              "resumed_at": 3}
+    reproduce.write_log(run, str(tmp_path), result)
+    header = lines(tmp_path / "logs" / run.log_name)[0]
+    assert header["wall_seconds"] == 250.0 + 100.0 + 101.0 + 102.0
+    # A run that one process trained from the start: its own wall time.
+    reproduce.write_log(run, str(tmp_path / "again"),
+                        dict(result, resumed_at=0))
+    header = lines(tmp_path / "again" / "logs" / run.log_name)[0]
+    assert header["wall_seconds"] == 250.0

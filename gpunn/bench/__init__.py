@@ -74,7 +74,7 @@ def cases(models, sizes, backends):
 def machine_name():
     """The CPU's model and cores, and the GPU's name where CuPy sees one:
     e.g. "AMD EPYC 7B13, 2 cores" or "NVIDIA H100 80GB HBM3"."""
-    from gpunn import backend
+    from gpunn.compute import backend
     from gpunn.bench.machine import cpu_model
     cupy, _ = backend._usable_cupy()
     if cupy is not None:
@@ -89,7 +89,7 @@ def estimate_seconds(node_ids, steps, matmul_rate=None):
     matmul rate) for CPU cases, or 1 ms a step (GPU cases), plus 3 s of
     start-up each."""
     import numpy
-    from gpunn import backend
+    from gpunn.compute import backend
     from gpunn.bench.flops import flops_per_epoch
     from gpunn.bench.machine import matmul_gflops
     rate = (matmul_rate or matmul_gflops(numpy, 512) * 1e9) / 4

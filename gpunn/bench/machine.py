@@ -28,7 +28,7 @@ import time
 
 import numpy
 
-from gpunn import backend
+from gpunn.compute import backend
 
 
 def torch_or_none():
