@@ -9,6 +9,15 @@ The figures of ``gpunn plot``: the book's pictures of a training run.
     plot_filters         chapter 6 (conv.py): a conv layer's filters
     plot_sweep           chapter 6 (conv.py): accuracy against lmbda
 
+and those of ``gpunn figure`` (gpunn.figures), drawn as the book's
+figure scripts (its fig/ folder) drew them:
+
+    plot_overfitting            chapter 3: fig/overfitting.py
+    plot_multiple_eta           chapter 3: fig/multiple_eta.py
+    plot_weight_initialization  chapter 3: fig/weight_initialization.py
+    plot_more_data              chapter 3: fig/more_data.py
+    plot_speed_of_learning      chapter 5: fig/generate_gradient.py
+
 Every function takes host NumPy data (move CuPy arrays with
 ``backend.to_numpy`` or ``.get()`` first), writes a PNG of a fixed pixel
 size to ``path``, and returns ``path``.  The size is fixed (figsize times
@@ -275,4 +284,189 @@ def plot_filters(w, path, title=None):
             ax.axis("off")
     fig.suptitle(title or "{} filters of {}x{}, first input map".format(
         len(w), w.shape[2], w.shape[3]))
+    return _save(fig, path)
+
+
+# ---------------------------------------------------------------------------
+# Chapters 3 and 5: the book's figure scripts (gpunn figure, gpunn.figures)
+#
+# Each takes a figure's results as gpunn.figures records them (the book's
+# per-epoch lists: accuracies are counts of correct images, as network2's
+# SGD returns them) and draws what the book's script drew: its axes, titles,
+# colours, legends, log scales and axis limits.  Where a run's data fall
+# outside the book's fixed limits (a --quick run), the limit widens so
+# that no point is hidden.
+
+#: The book's colours (fig/*.py).
+BOOK_BLUE, BOOK_ORANGE = "#2A6EA6", "#FFA933"
+BOOK_ETA_COLORS = ("#2A6EA6", "#FFCD33", "#FF7033")
+BOOK_LAYER_COLORS = ("#2A6EA6", "#FFA933", "#FF5555", "#55FF55", "#5555FF")
+
+
+def _book_limits(values, low, high):
+    """The book's (low, high) axis limits, widened to hold ``values``."""
+    values = [v for v in values if v is not None]
+    return (min([low] + values), max([high] + values))
+
+
+def _book_axes(ax, title, xlabel="Epoch"):
+    ax.grid(True)
+    ax.set_xlabel(xlabel)
+    if title:
+        ax.set_title(title)
+
+
+def plot_overfitting(results, path, title=None):
+    """fig/overfitting.py's four plots, in a 2 x 2 grid: the cost on the
+    training data and the accuracy (%) on the test data from the middle
+    epoch on (the book's 200 of 400), the cost on the test data and the
+    accuracy (%) on the training data from epoch 0.  1200 x 900 pixels.
+
+    ``results``: ``training_cost``, ``test_cost`` (per epoch),
+    ``training_accuracy``, ``test_accuracy`` (per epoch, images right),
+    ``training_size``, ``test_size``.  Returns ``path``."""
+    epochs = len(results["training_cost"])
+    if not epochs:
+        raise ValueError("plot_overfitting: no epochs to plot")
+    start = epochs // 2
+    percent = {
+        "test": [100.0 * a / results["test_size"]
+                 for a in results["test_accuracy"]],
+        "training": [100.0 * a / results["training_size"]
+                     for a in results["training_accuracy"]]}
+    panels = [
+        (results["training_cost"], start, "Cost on the training data"),
+        (percent["test"], start, "Accuracy (%) on the test data"),
+        (results["test_cost"], 0, "Cost on the test data"),
+        (percent["training"], 0, "Accuracy (%) on the training data")]
+    fig = _new_figure(1200, 900)
+    for ax, (values, first, name) in zip(fig.subplots(2, 2).ravel(), panels):
+        ax.plot(numpy.arange(first, epochs), values[first:], color=BOOK_BLUE)
+        ax.set_xlim([first, max(epochs, first + 1)])
+        _book_axes(ax, name)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def plot_multiple_eta(results, path, title=None):
+    """fig/multiple_eta.py: the training cost per epoch for each eta,
+    dots joined by lines, the book's colours.  800 x 500 pixels.
+
+    ``results["runs"]``: dicts with ``eta`` and ``training_cost`` (per
+    epoch).  Returns ``path``."""
+    runs = results["runs"]
+    if not runs:
+        raise ValueError("plot_multiple_eta: no runs to plot")
+    fig = _new_figure(800, 500)
+    ax = fig.subplots()
+    for j, r in enumerate(runs):
+        ax.plot(numpy.arange(len(r["training_cost"])), r["training_cost"],
+                "o-", color=BOOK_ETA_COLORS[j % len(BOOK_ETA_COLORS)],
+                label=r"$\eta$ = {:g}".format(r["eta"]))
+    ax.set_xlim([0, max(len(r["training_cost"]) for r in runs)])
+    ax.set_xlabel("Epoch")
+    ax.set_ylabel("Cost")
+    ax.legend(loc="upper right")
+    if title:
+        ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def plot_weight_initialization(results, path, title=None):
+    """fig/weight_initialization.py: the classification accuracy (%) on
+    the validation data per epoch, from the default and from the large
+    initial weights; y from 85 to 100 as the book.  800 x 500 pixels.
+
+    ``results``: ``evaluation_size``, and ``default`` and ``large``, each
+    with ``evaluation_accuracy`` (per epoch, images right).  Returns
+    ``path``."""
+    n = results["evaluation_size"]
+    curves = [("default", BOOK_BLUE, "Default initialization"),
+              ("large", BOOK_ORANGE, "Large initialization")]
+    percents = {key: [100.0 * a / n for a in results[key]["evaluation_accuracy"]]
+                for key, _, _ in curves}
+    fig = _new_figure(800, 500)
+    ax = fig.subplots()
+    for key, color, label in curves:
+        ax.plot(numpy.arange(len(percents[key])), percents[key], color=color,
+                label=label)
+    ax.set_xlim([0, max(len(p) for p in percents.values())])
+    ax.set_ylim(_book_limits(sum(percents.values(), []), 85, 100))
+    ax.set_xlabel("Epoch")
+    ax.set_title("Classification accuracy" + ("\n" + title if title else ""),
+                 fontsize=10 if title else None)
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def plot_more_data(results, path, title=None):
+    """fig/more_data.py's three plots side by side: the network's
+    accuracy (%) on the validation data against the training-set size,
+    on a linear and on a log scale (y 60 to 100), and beside an SVM's
+    (log scale, y 25 to 100).  1800 x 500 pixels.
+
+    ``results``: ``training_sizes``, ``network_accuracy`` and
+    ``svm_accuracy`` (in %, one per size).  Returns ``path``."""
+    sizes = results["training_sizes"]
+    network, svm = results["network_accuracy"], results["svm_accuracy"]
+    if not sizes:
+        raise ValueError("plot_more_data: no training-set sizes to plot")
+    fig = _new_figure(1800, 500)
+    linear, log, both = fig.subplots(1, 3)
+    for ax in (linear, log):
+        ax.plot(sizes, network, color=BOOK_BLUE)
+        ax.plot(sizes, network, "o", color=BOOK_ORANGE)
+        ax.set_ylim(_book_limits(network, 60, 100))
+        _book_axes(ax, "Accuracy (%) on the validation data",
+                   "Training set size")
+    linear.set_xlim(0, max(sizes))
+    both.plot(sizes, network, color=BOOK_BLUE)
+    both.plot(sizes, network, "o", color=BOOK_BLUE,
+              label="Neural network accuracy (%)")
+    both.plot(sizes, svm, color=BOOK_ORANGE)
+    both.plot(sizes, svm, "o", color=BOOK_ORANGE, label="SVM accuracy (%)")
+    both.set_ylim(_book_limits(network + svm, 25, 100))
+    _book_axes(both, "Neural network and SVM", "Training set size")
+    both.legend(loc="lower right")
+    for ax in (log, both):
+        ax.set_xscale("log")
+        ax.set_xlim(min(sizes), max(max(sizes), min(sizes) + 1))
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def plot_speed_of_learning(results, path, title=None):
+    """fig/generate_gradient.py's plots, side by side, one per network:
+    the speed of learning of each hidden layer (the norm of its mean
+    dC/db) before each epoch of training, on a log scale.  600 pixels
+    wide per network, 500 high.
+
+    ``results["runs"]``: dicts with ``sizes`` (the network) and
+    ``norms`` (per epoch, a list with one norm per hidden layer).
+    Returns ``path``."""
+    runs = results["runs"]
+    if not runs:
+        raise ValueError("plot_speed_of_learning: no networks to plot")
+    fig = _new_figure(600 * len(runs), 500)
+    axes = numpy.atleast_1d(fig.subplots(1, len(runs)))
+    for ax, r in zip(axes, runs):
+        epochs, hidden = len(r["norms"]), len(r["sizes"]) - 2
+        for j in range(hidden):
+            ax.plot(numpy.arange(epochs), [n[j] for n in r["norms"]],
+                    color=BOOK_LAYER_COLORS[j % len(BOOK_LAYER_COLORS)],
+                    label="Hidden layer {}".format(j + 1))
+        ax.set_xlim([0, max(epochs, 1)])
+        ax.set_yscale("log")
+        _book_axes(ax, "Speed of learning: {} hidden layers".format(hidden),
+                   "Number of epochs of training")
+        ax.legend(loc="upper right")
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
     return _save(fig, path)

@@ -12,6 +12,8 @@ experiments from the command line.
     gpunn reproduce [CHAPTER...]    the book's accuracies, run again
     gpunn sweep NAME --lmbda L...   the book's sweeps of lmbda
     gpunn bench                     seconds per epoch, to compare hardware
+    gpunn baseline darkness|svm     chapter 1's baselines
+    gpunn figure NAME               the book's figures that train networks
 
 A module per command, each with ``add_parser(subparsers)`` and
 ``run(args)``; common.py holds what several share, runs.py the runs of
@@ -33,13 +35,13 @@ import sys
 
 import gpunn
 from gpunn.compute import backend
-from gpunn.commands import (bench, ensemble, evaluate, list_experiments, plot,
-                            reproduce, sweep, train)
+from gpunn.commands import (baseline, bench, ensemble, evaluate, figure,
+                            list_experiments, plot, reproduce, sweep, train)
 from gpunn.run_folder import Interrupted, RunFolder
 
 #: The commands, in the order of ``gpunn --help``.
 COMMANDS = (list_experiments, train, evaluate, ensemble, plot, reproduce,
-            sweep, bench)
+            sweep, bench, baseline, figure)
 
 
 def main(argv=None):
