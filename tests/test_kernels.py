@@ -470,3 +470,27 @@ def test_first_use_of_the_compiled_kernels_from_several_threads_at_once():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True,
                          text=True, timeout=120)
     assert out.returncode == 0 and out.stdout.strip() == "OK", out.stderr[-2000:]
+
+
+@pytest.mark.parametrize("x_shape, kh, kw", [
+    ((2, 1, 6, 6), 3, 3), ((3, 1, 7, 5), 3, 2), ((1, 1, 4, 9), 1, 4),
+    ((2, 1, 4, 3), 4, 3), ((4, 1, 28, 28), 5, 5)], ids=str)
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_compiled_one_channel_im2col_equals_the_generic_one(
+        monkeypatch, x_shape, kh, kw, dtype):
+    """kernels_cpu's im2col of one-channel images against NumPy's copy,
+    bit for bit, for an (N, C, H, W) array and for a view of a larger
+    one (a mini-batch's rows of the training set)."""
+    if kernels.kernels_cpu is None:
+        pytest.skip("numba is not installed")
+    rng = np.random.default_rng(9)
+    whole = rng.normal(size=(2 * x_shape[0],) + x_shape[1:]).astype(dtype)
+    for x in (whole[:x_shape[0]], whole[1::2]):
+        results = {}
+        for compiled in (True, False):
+            monkeypatch.setattr(kernels, "FAST_CPU", compiled)
+            results[compiled] = kernels.im2col(x, kh, kw)
+        got, want = results[True], results[False]
+        assert got.shape == want.shape and got.dtype == want.dtype
+        assert got.flags.c_contiguous
+        np.testing.assert_array_equal(got, want)

@@ -104,3 +104,22 @@ def test_peak_memory_on_the_gpu_libraries_here():
         assert 64 <= mib < 64 + 32
         assert machine.peak_memory_mib(
             machine.reset_peak_memory(**memory), **memory)[0] < 64
+
+
+def test_blas_names_the_kernel_it_runs():
+    # threadpoolctl's architecture: the kernel OpenBLAS chose (or was
+    # pinned to by OPENBLAS_CORETYPE), in brackets after the version.
+    from threadpoolctl import threadpool_info
+    blas = machine._blas()
+    for info in threadpool_info():
+        if info.get("user_api") == "blas":
+            assert "{} ({})".format(info["version"],
+                                    info.get("architecture")) in blas
+
+
+def test_blas_environment_keeps_only_openblas_variables():
+    environ = {"OPENBLAS_CORETYPE": "Haswell", "OPENBLAS_L2_SIZE": "512",
+               "OMP_NUM_THREADS": "1", "PATH": "/bin"}
+    assert machine.blas_environment(environ) == {
+        "OPENBLAS_CORETYPE": "Haswell", "OPENBLAS_L2_SIZE": "512"}
+    assert machine.blas_environment({"PATH": "/bin"}) == {}

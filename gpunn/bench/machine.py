@@ -3,7 +3,8 @@
 
 What a benchmark result depends on, recorded with it: CPU model and
 cores, GPU name and memory, Python, NumPy, CuPy, PyTorch and driver
-versions, the BLAS, the thread count, and the measured float32
+versions, the BLAS and the kernel it runs (and any ``OPENBLAS_*``
+variable that chose it), the thread count, and the measured float32
 matrix-multiply rate of the CPU (and GPU): the yardstick of each
 result's ``fraction_of_matmul_peak``.
 
@@ -230,11 +231,22 @@ def cpu_model():
 
 
 def _blas():
+    """The BLAS libraries NumPy calls, each with the kernel it runs
+    ("openblas 0.3.31 (SkylakeX)"): threadpoolctl asks the library, so an
+    ``OPENBLAS_CORETYPE`` in the environment shows as the kernel it pins."""
     from threadpoolctl import threadpool_info
     infos = [i for i in threadpool_info() if i.get("user_api") == "blas"]
     return ", ".join("{} {} ({})".format(i.get("internal_api"), i.get("version"),
                                          i.get("architecture"))
                      for i in infos) or "unknown"
+
+
+def blas_environment(environ=os.environ):
+    """The ``OPENBLAS_*`` variables set (``{}`` on a user's machine, which
+    sets none): ``OPENBLAS_CORETYPE`` pins an older kernel, and
+    ``OPENBLAS_L2_SIZE`` the cache size its blocking assumes."""
+    return {k: v for k, v in sorted(environ.items())
+            if k.startswith("OPENBLAS_")}
 
 
 _MACHINE = {}
@@ -253,6 +265,7 @@ def machine(threads):
             "python": platform.python_version(),
             "numpy": numpy.__version__,
             "blas": _blas(),
+            "blas_environment": blas_environment(),
             "cupy": getattr(cupy, "__version__", None),
             "torch": getattr(torch, "__version__", None),
             "nvidia_driver": nvidia_driver_version(),

@@ -17,6 +17,7 @@ The fast kernels, in one place:
 ================================  ===============================
 function here                     fast version
 ================================  ===============================
+im2col                            NumPy, one channel: kernels_cpu
 col2im_matmul                     NumPy: kernels_cpu.col2im (numba)
                                   CuPy: kernels_cuda.col2im (CUDA C)
 pool_bias_activation              NumPy: kernels_cpu (numba)
@@ -115,8 +116,13 @@ def im2col(x, kh, kw):
     ``col`` reshapes for free into the (N*OH*OW, kh*kw*C) matrix of the
     convolution's matrix product.  ``x`` is read in whatever layout it
     has (a copy of one kind or another costs a pass over memory).
+    One-channel images on NumPy: kernels_cpu's compiled copy, where
+    NumPy's moves runs of only kw numbers.
     """
-    return _patches(x.transpose(0, 2, 3, 1), kh, kw)
+    x = x.transpose(0, 2, 3, 1)
+    if _fast(x) and x.shape[3] == 1 and x.dtype in _cpu().IM2COL_DTYPES:
+        return _cpu().im2col(x, kh, kw)
+    return _patches(x, kh, kw)
 
 
 def _patches(x, kh, kw):

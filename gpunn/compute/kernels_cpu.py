@@ -16,8 +16,13 @@ col2im is here because its generic form is one strided add per filter
 position (25 for a 5x5 filter), and the compiled loop does them in one
 pass, 2.7 times faster at mini-batch 10 and 1.5 times at 64 (2-core
 AMD EPYC, float32, the book's second conv layer, product included).
-A compiled im2col was tried and was no faster than NumPy's copy, so it
-is not kept.
+im2col is here for one-channel images only (every chapter-6 net's
+first layer): there NumPy's copy moves runs of kw numbers (5), and a
+loop compiled for the filter's size, its loops over the filter unrolled,
+took 0.076 ms instead of 0.32 for a shard of 32 MNIST images (2-core AMD
+EPYC, float32).  With the filter's size as arguments it took 0.78, and
+for the second layer's 20 channels (runs of 100 numbers) 0.16 against
+NumPy's 0.085, so that one stays NumPy's.
 
 The ConvPoolLayer's pooling is here with its backward pass: one pass
 finds each window's maximum and keeps its position (a byte), and the
@@ -39,6 +44,8 @@ ran 9 times slower than alone); with its "workqueue" layer, each launch
 cost more than it saved (dbl_conv_relu's step took 1.8 ms instead of
 1.2 at mini-batch 10, and 9.8 instead of 7.8 at 64).
 """
+
+import threading
 
 import numpy
 from numba import njit
@@ -62,6 +69,42 @@ def col2im(dcol, H, W):
     """``kernels.col2im`` of ``dcol`` (N, OH, OW, kh, kw, C), returned
     channels-last: an (N, H, W, C) array."""
     return _col2im(numpy.ascontiguousarray(dcol), H, W)
+
+
+_IM2COL = {}  # (kh, kw): the compiled one-channel im2col for that filter
+_IM2COL_LOCK = threading.Lock()
+IM2COL_DTYPES = (numpy.float32, numpy.float64)
+
+
+def _im2col_kernel(kh, kw):
+    """The one-channel im2col compiled for (kh, kw) filters, made once
+    per size (under a lock: the shards' threads may ask at once), with
+    the sizes as constants so that the loops over the filter unroll."""
+    with _IM2COL_LOCK:
+        if (kh, kw) not in _IM2COL:
+            @njit(["void({0}[:, :, ::1], {0}[:, :, :, :, ::1])".format(t)
+                   for t in ("float32", "float64")], nogil=True)
+            def kernel(x, col):
+                N, OH, OW = col.shape[0], col.shape[1], col.shape[2]
+                for n in range(N):
+                    for i in range(OH):
+                        for j in range(OW):
+                            for l in range(kh):
+                                for m in range(kw):
+                                    col[n, i, j, l, m] = x[n, i + l, j + m]
+            _IM2COL[kh, kw] = kernel
+        return _IM2COL[kh, kw]
+
+
+def im2col(x, kh, kw):
+    """``kernels.im2col`` of one-channel images ``x`` (N, H, W, 1),
+    channels-last, float32 or float64: ``col`` (N, OH, OW, kh, kw, 1)."""
+    N, H, W, C = x.shape
+    assert C == 1 and x.dtype in IM2COL_DTYPES
+    col = numpy.empty((N, H - kh + 1, W - kw + 1, kh, kw, 1), x.dtype)
+    _im2col_kernel(kh, kw)(numpy.ascontiguousarray(x.reshape(N, H, W)),
+                           col.reshape(col.shape[:5]))
+    return col
 
 
 @njit(cache=True, nogil=True)
