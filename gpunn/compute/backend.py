@@ -200,7 +200,9 @@ def set_threads(n=None):
         raise BackendError("threads must be a whole number of at least 1, got "
                            "{!r} (from --threads or GPUNN_THREADS)".format(n))
     _threads = n
-    take_threads()
+    # Every time: a BLAS loaded since the last call (SciPy's, which
+    # scikit-learn brings) goes to one thread too.
+    _blas_to_one_thread()
     return n
 
 
@@ -228,12 +230,18 @@ def take_threads():
     BLAS goes to one thread (gpunn's threads make the products' calls).
     network3's training and evaluation on NumPy call this.  Returns
     ``threads()``."""
-    global _owns_threading
     if not _owns_threading:
-        from threadpoolctl import threadpool_limits
-        threadpool_limits(limits=1, user_api="blas")
-        _owns_threading = True
+        _blas_to_one_thread()
     return threads()
+
+
+def _blas_to_one_thread():
+    """Every BLAS library loaded in this process (NumPy's, and SciPy's
+    where it is loaded too) to one thread: gpunn owns the threading."""
+    global _owns_threading
+    from threadpoolctl import threadpool_limits
+    threadpool_limits(limits=1, user_api="blas")
+    _owns_threading = True
 
 
 def blas_threads():
