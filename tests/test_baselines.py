@@ -13,6 +13,7 @@ import numpy
 import pytest
 
 from gpunn import baselines, mnist_loader
+from tests.test_cli import gpunn
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -108,15 +109,6 @@ def test_svm_refuses_a_single_digit_and_says_what_to_install(monkeypatch):
 
 
 # ---------------------------------------------------------------- the command
-
-def gpunn(*args):
-    """Run ``python -m gpunn ARGS``; return the CompletedProcess."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("GPUNN_")}
-    env["PYTHONPATH"] = os.pathsep.join([REPO] + [
-        p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])
-    return subprocess.run([sys.executable, "-m", "gpunn", *map(str, args)],
-                          env=env, capture_output=True, text=True, timeout=300)
-
 
 @pytest.mark.system
 def test_baseline_darkness_prints_the_books_lines():

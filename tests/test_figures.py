@@ -7,8 +7,6 @@ and its one-line errors."""
 
 import json
 import os
-import subprocess
-import sys
 
 import numpy
 import pytest
@@ -17,6 +15,7 @@ import gpunn
 from gpunn import backend, figures, network2
 from gpunn.errors import ConfigError, DataError
 from tests.helpers import numerical_gradient, relative_error
+from tests.test_cli import gpunn as run_gpunn
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SILENT = lambda line: None  # noqa: E731
@@ -273,21 +272,11 @@ def test_the_folder_refuses_what_it_cannot_write_or_read(tmp_path):
 
 # ---------------------------------------------------------------- the command
 
-def gpunn_command(*args, cwd=None):
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith("GPUNN_") or k == "GPUNN_CACHE"}
-    env["PYTHONPATH"] = os.pathsep.join([REPO] + [
-        p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])
-    return subprocess.run([sys.executable, "-m", "gpunn", *map(str, args)],
-                          env=env, cwd=cwd, capture_output=True, text=True,
-                          timeout=300)
-
-
 @pytest.mark.system
 @pytest.mark.parametrize("name", list(PNG_SIZES))
 def test_gpunn_figure_quick(name, tmp_path):
     matplotlib_image = pytest.importorskip("matplotlib.image")
-    p = gpunn_command("figure", name, "--quick", "--backend", "numpy",
+    p = run_gpunn("figure", name, "--quick", "--backend", "numpy",
                       cwd=tmp_path)
     assert p.returncode == 0, p.stdout + p.stderr
     out = tmp_path / "runs" / ("figure-" + name)  # the default --out
@@ -301,7 +290,7 @@ def test_gpunn_figure_quick(name, tmp_path):
         PNG_SIZES[name]
     if name == "overfitting":  # --replot draws the PNG again from the JSON
         os.remove(out / (name + ".png"))
-        p = gpunn_command("figure", name, "--replot", "--out", out)
+        p = run_gpunn("figure", name, "--replot", "--out", out)
         assert p.returncode == 0, p.stderr
         assert matplotlib_image.imread(out / (name + ".png")).shape[:2] == \
             PNG_SIZES[name]
@@ -320,7 +309,7 @@ def test_gpunn_figure_refuses_bad_input_in_one_line(args, words, tmp_path):
     blocker = tmp_path / "a-file"
     blocker.write_text("")
     args = [a.format(file=blocker, empty=tmp_path) for a in args]
-    p = gpunn_command("figure", *args, "--quick", "--backend", "numpy")
+    p = run_gpunn("figure", *args, "--quick", "--backend", "numpy")
     assert p.returncode == 2, p.stdout + p.stderr
     assert len(p.stderr.splitlines()) == 1, p.stderr
     assert p.stderr.startswith("gpunn: error: ") and words in p.stderr

@@ -16,6 +16,7 @@ import threading
 import time
 
 from gpunn import baselines, errors, mnist_loader
+from gpunn.commands import common
 from gpunn.commands.common import positive_int
 
 BASELINES = ("darkness", "svm")
@@ -44,10 +45,7 @@ def add_parser(subparsers):
                    help="train on the first N training images only")
     c.add_argument("--eval-limit", type=positive_int, metavar="N",
                    help="test on the first N test images only")
-    c.add_argument("--data", metavar="PATH",
-                   help="a data set of your own rather than the book's MNIST: "
-                   "a file in the book's format (mnist.pkl.gz's), or an .npz "
-                   "with the arrays " + ", ".join(mnist_loader.NPZ_ARRAYS))
+    common.data_option(c, "train and test on")
     c.set_defaults(command=run)
 
 

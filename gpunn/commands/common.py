@@ -15,7 +15,7 @@ import os
 import sys
 
 import gpunn
-from gpunn import errors, experiments
+from gpunn import errors, experiments, mnist_loader
 from gpunn.compute import backend
 
 #: The models of ``gpunn train NAME``: conv.py's (chapter 6), and the
@@ -72,6 +72,15 @@ def backend_options(c, dtype_default="$GPUNN_DTYPE or float32"):
                    help="numpy, cupy or auto (default: $GPUNN_BACKEND or auto)")
     c.add_argument("--dtype", choices=backend.DTYPES,
                    help="float32 or float64 (default: {})".format(dtype_default))
+
+
+def data_option(c, what):
+    """--data PATH: ``what`` (e.g. "train on") a data set of one's own."""
+    c.add_argument("--data", metavar="PATH",
+                   help="{} this data set rather than the book's MNIST: a "
+                   "file in the book's format (mnist.pkl.gz's), or an .npz "
+                   "with the arrays {}".format(
+                       what, ", ".join(mnist_loader.NPZ_ARRAYS)))
 
 
 def cluster_options(c):

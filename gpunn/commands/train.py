@@ -83,10 +83,7 @@ def add_parser(subparsers):
     c.add_argument("--threads", type=positive_int, metavar="N",
                    help="gpunn's CPU threads (default: $GPUNN_THREADS, else "
                    "the cores this process may use)")
-    c.add_argument("--data", metavar="PATH",
-                   help="train on this data set rather than the book's MNIST: "
-                   "a file in the book's format (mnist.pkl.gz's), or an .npz "
-                   "with the arrays " + ", ".join(mnist_loader.NPZ_ARRAYS))
+    common.data_option(c, "train on")
     c.set_defaults(command=run)
 
 
