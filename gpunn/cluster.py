@@ -162,11 +162,11 @@ def local_cluster(jobs, gpus):
     worker per GPU, ``jobs // gpus`` runs each (a mini-batch of 10
     leaves most of a GPU idle)."""
     distributed = _distributed()
-    # The workers' own logs stay off the screen up to errors: a run's
-    # failure comes back as its task's result, and what a worker logs at
-    # ERROR level is Dask's plumbing, e.g. a heartbeat that finds the
-    # scheduler gone while the cluster closes after Ctrl-C on a busy
-    # machine (a traceback the user need not see).
+    # The workers' logs reach the screen only at CRITICAL: a run's failure
+    # comes back as its task's result, and what a worker logs at ERROR is
+    # Dask's plumbing, e.g. a heartbeat that finds the scheduler gone while
+    # the cluster closes after Ctrl-C on a busy machine (a traceback the
+    # user need not see).
     quiet = dict(dashboard_address=None, silence_logs=logging.CRITICAL,
                  memory_limit=0)  # a run's memory is its child's
     runs_per_gpu = max(1, jobs // max(gpus, 1))
