@@ -124,6 +124,14 @@ REHEARSAL = ["--limit", "1000", "--eval-limit", "100"]
 TRAIN_MODEL, BOOK_EPOCHS, GOAL_SECONDS = "dbl_conv_relu", 60, 30
 
 
+def ctrl_c_as_at_a_terminal():
+    """The steps' ``preexec_fn``: SIGINT at its default in each step, so
+    that the Ctrl-C at its time limit stops it cleanly, even where this
+    script was started with SIGINT ignored (``cmd &`` in a shell, which
+    the step would inherit: then only the SIGKILL would stop it)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def plan():
     """The calls in order, then the one that replaces call 2 where call
     1 found a failure."""
@@ -210,7 +218,8 @@ class Stage:
                                  stderr=subprocess.STDOUT,
                                  env=dict(os.environ, PYTHONUNBUFFERED="1",
                                           **(env or {})),
-                                 start_new_session=True)
+                                 start_new_session=True,
+                                 preexec_fn=ctrl_c_as_at_a_terminal)
         stopped = False
         try:
             child.wait(timeout=limit)

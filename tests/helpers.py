@@ -1,5 +1,7 @@
 """Test helpers: numerical gradients by central differences; skipping
-where CuPy cannot run."""
+where CuPy cannot run; Ctrl-C in a child process as at a terminal."""
+
+import signal
 
 import numpy
 import pytest
@@ -12,6 +14,15 @@ def skip_without_cupy():
     _, reason = backend._usable_cupy()
     if reason:
         pytest.skip(reason)
+
+
+def ctrl_c_as_at_a_terminal():
+    """A ``preexec_fn`` for a child that a test stops with SIGINT: SIGINT
+    at its default, so Python raises KeyboardInterrupt in the child as at
+    a terminal.  A shell starts a background command (``cmd &``) with
+    SIGINT ignored, and the child would inherit that: tests run that way
+    would see Ctrl-C do nothing."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def numerical_gradient(f, p, eps=1e-6):

@@ -13,6 +13,7 @@ import numpy
 import pytest
 
 from gpunn import baselines, mnist_loader
+from tests.helpers import ctrl_c_as_at_a_terminal
 from tests.test_cli import gpunn
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -193,7 +194,8 @@ def test_ctrl_c_stops_the_svm_while_it_fits():
     env = dict(os.environ, PYTHONPATH=REPO)
     p = subprocess.Popen([sys.executable, "-m", "gpunn", "baseline", "svm",
                           "--eval-limit", "10"], env=env, text=True,
-                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                         preexec_fn=ctrl_c_as_at_a_terminal)
     try:
         said = [p.stderr.readline() for _ in range(2)]
         assert "minutes to fit" in said[0]

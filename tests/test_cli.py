@@ -9,6 +9,8 @@ import sys
 import numpy
 import pytest
 
+from tests.helpers import ctrl_c_as_at_a_terminal
+
 #: These run gpunn as a user does (subprocesses): the system tier.
 pytestmark = pytest.mark.system
 
@@ -318,7 +320,8 @@ def interrupt(args, ready, timeout=300):
     env["PYTHONPATH"] = REPO
     proc = subprocess.Popen([sys.executable, "-m", "gpunn", *map(str, args)],
                             env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True,
+                            preexec_fn=ctrl_c_as_at_a_terminal)
     deadline = time.monotonic() + timeout
     while not ready() and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)

@@ -12,6 +12,7 @@ import time
 import numpy
 import pytest
 
+from tests.helpers import ctrl_c_as_at_a_terminal
 from tests.test_cli import REPO, gpunn, ok, weights
 
 #: These run gpunn as a user does (subprocesses): the system tier.
@@ -302,12 +303,9 @@ def test_ctrl_c_stops_the_runs_and_the_same_command_goes_on(tmp_path):
             "--limit", "4000", "--eval-limit", "200", "--backend", "numpy",
             "--out", str(tmp_path / "r")]
     command = subprocess.Popen(
-        [sys.executable, "-c", "import os, signal, sys\n"
-         "signal.signal(signal.SIGINT, signal.default_int_handler)\n"
-         "os.execv(sys.executable, [sys.executable, '-m', 'gpunn', "
-         "*sys.argv[1:]])", *args], env=environment(),
+        [sys.executable, "-m", "gpunn", *args], env=environment(),
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        start_new_session=True)
+        start_new_session=True, preexec_fn=ctrl_c_as_at_a_terminal)
     run0 = tmp_path / "r" / "runs" / "basic_conv" / "run-0"
     deadline = time.monotonic() + 60
     while not (run0 / "network.npz").exists():

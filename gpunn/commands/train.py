@@ -130,9 +130,11 @@ def run(args):
                         lmbda=args.lmbda if args.lmbda is not None else e.lmbda)
         common.use(args, seed=settings["seed"])
         settings["dtype"] = backend.floatX.name
+        net = e.network(settings["mini_batch_size"])
         with RunFolder(folder).new() as run_folder:
+            # run.json, then at once the training that Ctrl-C stops with
+            # the --resume line: no network to build between them.
             run_folder.write_settings(settings)
-            net = e.network(settings["mini_batch_size"])
             _train(net, settings, run_folder, [], args.quiet)
     return 0
 
